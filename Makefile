@@ -1,0 +1,26 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each bootstraps what it needs:
+# uv (installed with pip if missing), then the locked environment (uv.lock).
+SHELL := /bin/bash
+UV = $(shell command -v uv >/dev/null 2>&1 && echo uv || echo python3 -m uv)
+
+.PHONY: bootstrap demo test lint fmt bench-limiter
+
+bootstrap:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(UV) sync --locked --quiet
+
+demo: bootstrap
+	$(UV) run krakked status
+
+test: bootstrap
+	$(UV) run ruff check src tests bench
+	$(UV) run pytest --cov=krakked --cov-report=term-missing --cov-fail-under=80
+
+lint: bootstrap
+	$(UV) run ruff check src tests bench
+
+fmt: bootstrap
+	$(UV) run ruff check --fix src tests bench
+
+bench-limiter: bootstrap
+	$(UV) run python bench/limiter.py

@@ -1,0 +1,357 @@
+"""The ``krakked`` command: thin wrappers over the library, one clear line per error.
+
+Every command that reports takes ``--json``. Errors print one line on stderr and exit with the
+error class's code (see ``krakked.errors``); ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from krakked import __version__
+from krakked.config import Settings, load_settings
+from krakked.credentials import (
+    PRODUCTS,
+    SetupResult,
+    describe_sources,
+    load_key_pair,
+    setup_credentials,
+)
+from krakked.errors import CredentialsError, KrakkedError, NoCredentialsError
+from krakked.logs import install_logging, redact
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="krakked",
+    help="Keep a complete, exact, queryable copy of your Kraken data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Show the configuration krakked uses.", no_args_is_help=True)
+creds_app = typer.Typer(help="Inspect stored credentials (keys masked).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(creds_app, name="creds")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+class _State:
+    verbose: int = 0
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _emit_json(data: Any) -> None:
+    typer.echo(redact(json.dumps(data, indent=2, default=str, sort_keys=False)))
+
+
+class _PasswordPrompt:
+    """Asks for the master password at most once per command, only if a file needs it."""
+
+    def __init__(self, interactive: bool) -> None:
+        self.interactive = interactive
+        self.value: str | None = None
+
+    def __call__(self) -> str:
+        if self.value is None:
+            if os.environ.get("KRAKKED_MASTER_PASSWORD"):
+                self.value = os.environ["KRAKKED_MASTER_PASSWORD"]
+            elif self.interactive:
+                self.value = getpass.getpass("Master password for the secrets file: ")
+            else:
+                raise CredentialsError(
+                    "the secrets file is locked: set KRAKKED_MASTER_PASSWORD or run interactively"
+                )
+        return self.value
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _load_keys(settings: Settings, prompt: _PasswordPrompt) -> dict[str, Any]:
+    """product -> KeyPair | None, plus product -> problem text for keys present but unusable."""
+    keys: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for product in PRODUCTS:
+        try:
+            keys[product] = load_key_pair(product, paths=settings.paths, password=prompt)
+        except NoCredentialsError:
+            keys[product] = None
+        except CredentialsError as exc:
+            keys[product] = None
+            problems[product] = str(exc)
+    return {"keys": keys, "problems": problems}
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+@app.command()
+def status(json_: JsonOpt = False) -> None:
+    """Is Kraken (Spot and Futures REST) reachable? Are credentials present, and do they work?
+
+    Also shows the region profile, the rate-limit tier and the store krakked would use.
+    A private read-only call (Spot Balance, Futures accounts) is made for each key pair found.
+    """
+    from krakked.kraken.health import check_futures, check_spot
+
+    settings = _settings()
+    loaded = _load_keys(settings, _PasswordPrompt(_interactive() and not json_))
+    report: dict[str, Any] = {
+        "version": __version__,
+        "spot": check_spot(settings, loaded["keys"]["spot"]),
+        "futures": check_futures(settings, loaded["keys"]["futures"]),
+        "region": settings.to_dict()["region"],
+        "tier": settings.tier,
+        "store": {"url": settings.store_url, "source": settings.store_url_source},
+        "config_file": str(settings.source_file) if settings.source_file else None,
+    }
+    for product in PRODUCTS:
+        if report[product]["credentials"] is None:
+            report[product]["credentials"] = {
+                "present": False,
+                "problem": loaded["problems"].get(product),
+            }
+    if settings.region.supports_futures is False and loaded["keys"]["futures"] is not None:
+        report["futures"]["warning"] = (
+            f"region {settings.region.code} does not list futures support; "
+            "account history still syncs because keys exist"
+        )
+    if json_:
+        _emit_json(report)
+        return
+    table = Table(title=f"krakked {__version__} status", show_lines=False)
+    table.add_column("")
+    table.add_column("Spot")
+    table.add_column("Futures")
+    s, f = report["spot"], report["futures"]
+    table.add_row("REST", _reach(s), _reach(f))
+    table.add_row("credentials", _cred(s["credentials"]), _cred(f["credentials"]))
+    out.print(table)
+    region = settings.region
+    out.print(
+        f"region [bold]{region.code}[/] (quote {region.default_quote}; margin "
+        f"{_yn(region.supports_margin)}, futures {_yn(region.supports_futures)}, staking "
+        f"{_yn(region.supports_staking)}) · tier [bold]{settings.tier}[/]"
+    )
+    out.print(f"store {settings.store_url} ({settings.store_url_source})")
+    out.print(f"config {settings.source_file or '(defaults: no config.toml)'}")
+    for product in PRODUCTS:
+        if report[product].get("warning"):
+            err.print(f"[yellow]warning:[/] {report[product]['warning']}")
+
+
+def _yn(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _reach(part: dict[str, Any]) -> str:
+    if part["reachable"]:
+        extra = f" ({part['system_status']})" if part.get("system_status") else ""
+        return f"[green]reachable[/]{extra} {part['url']}"
+    return f"[red]unreachable[/] {part['url']}: {part['error']}"
+
+
+def _cred(c: dict[str, Any]) -> str:
+    if not c.get("present"):
+        return f"[red]{c['problem']}[/]" if c.get("problem") else "[dim]none[/]"
+    state = "[green]works[/]" if c["private_call_ok"] else (
+        "[red]rejected by Kraken[/]" if c["auth_problem"] else "[yellow]not checked[/]"
+    )
+    text = f"{c['key']} from {c['source']}: {state}"
+    if c.get("error"):
+        text += f" ({c['error']})"
+    return text
+
+
+# -- setup -------------------------------------------------------------------------------------
+
+
+@app.command()
+def setup(
+    product: Annotated[
+        str | None, typer.Option(help="spot, futures or both (asked when omitted).")
+    ] = None,
+    save_unvalidated: Annotated[
+        bool,
+        typer.Option(help="If Kraken cannot be reached, save the keys marked unvalidated."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="Save even if Kraken rejects the keys (marked unvalidated).")
+    ] = False,
+) -> None:
+    """Enter Spot and/or Futures API keys; each pair is checked with a private read-only call
+    (Spot Balance, Futures accounts) and stored encrypted in the secrets file.
+
+    Keys Kraken rejects are not saved (unless --force). If Kraken cannot be reached, that is not
+    reported as a key problem: retry, or save them marked unvalidated. The master password comes
+    from KRAKKED_MASTER_PASSWORD or a prompt.
+    """
+    from krakked.kraken.health import key_pair_validator
+
+    settings = _settings()
+    interactive = _interactive()
+    choice = product or typer.prompt("Which keys? (spot, futures, both)", default="spot")
+    products = list(PRODUCTS) if choice == "both" else [choice]
+    for p in products:
+        if p not in PRODUCTS:
+            raise typer.BadParameter(f"{p!r} is not spot, futures or both", param_hint="--product")
+    password = _setup_password(settings)
+    validator = key_pair_validator(settings)
+    failed = False
+    for p in products:
+        key = typer.prompt(f"{p} API key", hide_input=True).strip()
+        secret = typer.prompt(f"{p} API secret", hide_input=True).strip()
+        while True:
+            result = setup_credentials(
+                p, key, secret, password=password, validator=validator, paths=settings.paths,
+                save_unvalidated=save_unvalidated, force=force,
+            )
+            if result.status == "unreachable" and not result.saved and interactive:
+                action = typer.prompt(
+                    "Kraken could not be reached (this is not a key problem). "
+                    "[r]etry, [s]ave unvalidated, [a]bort", default="r",
+                )
+                if action.startswith("r"):
+                    continue
+                if action.startswith("s"):
+                    # one more try; if Kraken is still unreachable the keys are saved unvalidated
+                    result = setup_credentials(
+                        p, key, secret, password=password, validator=validator,
+                        paths=settings.paths, save_unvalidated=True, force=force,
+                    )
+            break
+        _report_setup(result)
+        failed = failed or not result.saved
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _setup_password(settings: Settings) -> str:
+    if os.environ.get("KRAKKED_MASTER_PASSWORD"):
+        return os.environ["KRAKKED_MASTER_PASSWORD"]
+    if settings.paths.secrets_file.exists():
+        return typer.prompt("Master password of the existing secrets file", hide_input=True)
+    return typer.prompt(
+        "Choose a master password for the secrets file", hide_input=True,
+        confirmation_prompt=True,
+    )
+
+
+def _report_setup(result: SetupResult) -> None:
+    if result.status == "validated":
+        out.print(f"[green]{result.product}: keys validated and saved[/]")
+    elif result.saved:
+        out.print(f"[yellow]{result.product}: saved UNVALIDATED[/] ({result.error})")
+    elif result.status == "auth_failed":
+        err.print(f"[red]{result.product}: Kraken rejected the keys; nothing saved[/]: "
+                  f"{result.error}")
+    else:
+        err.print(f"[red]{result.product}: Kraken could not be reached (not a key problem); "
+                  f"nothing saved[/]: {result.error}. Retry, or use --save-unvalidated.")
+
+
+# -- config / creds ----------------------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(json_: JsonOpt = False) -> None:
+    """Print the effective settings (file values over defaults, environment over both)."""
+    data = _settings().to_dict()
+    if json_:
+        _emit_json(data)
+        return
+    out.print_json(json.dumps(data, default=str))
+
+
+@creds_app.command("show")
+def creds_show(json_: JsonOpt = False) -> None:
+    """Which key pairs krakked would use, from where, and whether they were validated.
+
+    Keys show only their first 4 characters; secrets are never shown.
+    """
+    settings = _settings()
+    prompt = _PasswordPrompt(_interactive() and not json_)
+    loaded = _load_keys(settings, prompt)
+    report: dict[str, Any] = {}
+    for product in PRODUCTS:
+        kp = loaded["keys"][product]
+        report[product] = {
+            "present": kp is not None,
+            "source": kp.source if kp else None,
+            "key": kp.masked_key if kp else None,
+            "validated": kp.validated if kp else None,
+            "validated_at": kp.validated_at.isoformat() if kp and kp.validated_at else None,
+            "problem": loaded["problems"].get(product),
+            "sources_found": describe_sources(product, paths=settings.paths),
+        }
+    if json_:
+        _emit_json(report)
+        return
+    table = Table(title="credentials")
+    for col in ("product", "key", "source", "validated", "note"):
+        table.add_column(col)
+    for product, r in report.items():
+        validated = "-" if r["validated"] is None else (
+            f"yes {r['validated_at'] or ''}" if r["validated"] else "no")
+        table.add_row(product, r["key"] or "-", r["source"] or "-", validated,
+                      r["problem"] or ("" if r["present"] else "not configured"))
+    out.print(table)
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"krakked {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="More log output (-vv for debug).")] = 0,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    _State.verbose = verbose
+    install_logging(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; a ``KrakkedError`` becomes one line on stderr and its exit code."""
+    try:
+        app(args=argv, prog_name="krakked", standalone_mode=True)
+    except KrakkedError as exc:
+        err.print(f"[red]error:[/] {redact(str(exc))}", highlight=False)
+        if _State.verbose:
+            import traceback
+
+            err.print(redact("".join(traceback.format_exception(exc))), highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

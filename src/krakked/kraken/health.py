@@ -1,0 +1,119 @@
+"""Is Kraken reachable, and do the configured keys work? Used by ``krakked status`` and set-up.
+
+Checks use one attempt and a short timeout: a status report must answer in seconds, not retry
+for half a minute. Results are plain dicts (JSON-ready); errors are reported, never raised, and
+never contain a secret (the error tree guarantees that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from krakked.config import Settings
+from krakked.credentials import KeyPair
+from krakked.errors import AuthError, KrakenError
+from krakked.kraken.futures import FuturesClient
+from krakked.kraken.http import RetryPolicy
+from krakked.kraken.spot import SpotClient
+
+__all__ = ["check_futures", "check_spot", "key_pair_validator"]
+
+_ONE_ATTEMPT = RetryPolicy(max_attempts=1, nonce_retries=1)
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[bool, Any, KrakenError | None, str | None]:
+    """Run ``call``: (ok, value, the error, its message)."""
+    try:
+        return True, call(), None, None
+    except KrakenError as exc:
+        return False, None, exc, str(exc)
+
+
+def check_spot(
+    settings: Settings,
+    keys: KeyPair | None,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    """Spot: public reachability (SystemStatus) and, with keys, a private ``Balance`` call."""
+    client = SpotClient(keys, settings=settings, transport=transport, retry=_ONE_ATTEMPT,
+                        timeout=timeout)
+    with client:
+        ok, status, _, err = _outcome(client.get_system_status)
+        report: dict[str, Any] = {
+            "url": client.base_url,
+            "reachable": ok,
+            "system_status": status.get("status") if ok and isinstance(status, dict) else None,
+            "error": err,
+            "credentials": None,
+        }
+        if keys is not None:
+            report["credentials"] = _private_check(keys, client.get_balance)
+    return report
+
+
+def check_futures(
+    settings: Settings,
+    keys: KeyPair | None,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    """Futures: public reachability (tickers) and, with keys, a private ``accounts`` call."""
+    client = FuturesClient(keys, settings=settings, transport=transport, retry=_ONE_ATTEMPT,
+                           timeout=timeout)
+    with client:
+        ok, _, _, err = _outcome(client.get_tickers)
+        report: dict[str, Any] = {
+            "url": client.base_url,
+            "reachable": ok,
+            "error": err,
+            "credentials": None,
+        }
+        if keys is not None:
+            report["credentials"] = _private_check(keys, client.get_accounts)
+    return report
+
+
+def _private_check(keys: KeyPair, call: Callable[[], Any]) -> dict[str, Any]:
+    ok, _, exc, err = _outcome(call)
+    return {
+        "present": True,
+        "source": keys.source,
+        "key": keys.masked_key,
+        "validated": keys.validated,
+        "validated_at": keys.validated_at.isoformat() if keys.validated_at else None,
+        "private_call_ok": ok,
+        "auth_problem": isinstance(exc, AuthError),
+        "error": err,
+    }
+
+
+def key_pair_validator(
+    settings: Settings,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    timeout: float = 10.0,
+) -> Callable[[KeyPair], None]:
+    """A validator for ``credentials.setup_credentials``: Spot ``Balance`` or Futures ``accounts``.
+
+    Raises ``AuthError`` (incl. permission) for key problems and other ``KrakenError`` classes
+    for network or service problems, so the set-up flow can tell them apart.
+    """
+
+    def validate(keys: KeyPair) -> None:
+        if keys.product == "spot":
+            with SpotClient(keys, settings=settings, transport=transport,
+                            retry=RetryPolicy(max_attempts=2), timeout=timeout) as client:
+                client.get_balance()
+        else:
+            with FuturesClient(keys, settings=settings, transport=transport,
+                               retry=RetryPolicy(max_attempts=2), timeout=timeout) as client:
+                client.get_accounts()
+
+    return validate
+

@@ -1,0 +1,160 @@
+"""The CLI as a user runs it: status, setup, config show, creds show; exit codes; no leaks."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from krakked.cli import app, main
+from tests.fakes import FUT_KEY, FUT_SECRET, SPOT_KEY, SPOT_SECRET, FakeKraken, served
+
+PASSWORD = "correct horse battery staple"
+FORBIDDEN = (SPOT_KEY, SPOT_SECRET, FUT_KEY, FUT_SECRET, PASSWORD)
+
+
+@pytest.fixture
+def fake() -> FakeKraken:
+    return FakeKraken()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeKraken):
+    monkeypatch.chdir(tmp_path)
+    for var in ("KRAKEN_API_KEY", "KRAKEN_API_SECRET", "KRAKEN_SPOT__API_KEY",
+                "KRAKEN_SPOT__API_SECRET", "KRAKEN_FUTURES__API_KEY",
+                "KRAKEN_FUTURES__API_SECRET", "KRAKEN_API_PUBLIC_KEY", "KRAKEN_API_SECRET_KEY",
+                "KRAKKED_MASTER_PASSWORD", "KRAKKED_STORE", "DATABASE_URL", "KRAKKED_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    with served(fake) as url:
+        values = {"KRAKKED_HOME": str(tmp_path / "home"), "KRAKKED_SPOT_URL": url,
+                  "KRAKKED_FUTURES_URL": url}
+        for k, v in values.items():
+            monkeypatch.setenv(k, v)
+        yield values
+
+
+def run(*args: str, input: str | None = None, extra_env: dict[str, str] | None = None):
+    result = CliRunner().invoke(app, list(args), input=input, env=extra_env or {})
+    for text in (result.output, repr(result.exception)):
+        for value in FORBIDDEN:
+            assert value not in text
+    return result
+
+
+KEYS = {"KRAKEN_API_KEY": SPOT_KEY, "KRAKEN_API_SECRET": SPOT_SECRET,
+        "KRAKEN_FUTURES__API_KEY": FUT_KEY, "KRAKEN_FUTURES__API_SECRET": FUT_SECRET}
+
+
+def test_status_json_reports_reachability_and_working_keys(env) -> None:
+    result = run("status", "--json", extra_env=KEYS)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["spot"]["reachable"] and report["spot"]["system_status"] == "online"
+    assert report["futures"]["reachable"]
+    assert report["spot"]["credentials"]["private_call_ok"] is True
+    assert report["spot"]["credentials"]["source"] == "env:KRAKEN_API_KEY"
+    assert report["spot"]["credentials"]["key"] == SPOT_KEY[:4] + "…"
+    assert report["futures"]["credentials"]["private_call_ok"] is True
+    assert report["region"]["code"] == "US_CA" and report["tier"] == "starter"
+    assert report["store"]["url"].startswith("duckdb:///")
+    assert "warning" in report["futures"]  # region says no futures, keys exist: still synced
+
+
+def test_status_without_keys_says_none_present(env) -> None:
+    report = json.loads(run("status", "--json").output)
+    assert report["spot"]["credentials"] == {"present": False, "problem": None}
+
+
+def test_status_reports_rejected_keys_as_auth_problem(env, fake) -> None:
+    fake.spot_keys = {}
+    result = run("status", "--json", extra_env=KEYS)
+    creds = json.loads(result.output)["spot"]["credentials"]
+    assert creds["private_call_ok"] is False and creds["auth_problem"] is True
+    assert "EAPI:Invalid key" in creds["error"]
+
+
+def test_status_table_on_a_terminal(env) -> None:
+    result = run("status", extra_env=KEYS)
+    assert result.exit_code == 0
+    assert "reachable" in result.output and "works" in result.output
+    assert "region US_CA" in result.output
+
+
+def _setup_input(product: str = "spot", key: str = SPOT_KEY, secret: str = SPOT_SECRET) -> str:
+    return f"{product}\n{PASSWORD}\n{PASSWORD}\n{key}\n{secret}\n"
+
+
+def test_setup_validates_then_saves_encrypted_and_creds_show_reads_it(env) -> None:
+    result = run("setup", input=_setup_input())
+    assert result.exit_code == 0, result.output
+    assert "validated and saved" in result.output
+    secrets = Path(env["KRAKKED_HOME"]) / "config" / "secrets.enc"
+    raw = secrets.read_bytes()
+    assert SPOT_KEY.encode() not in raw and SPOT_SECRET.encode() not in raw
+    assert secrets.stat().st_mode & 0o777 == 0o600
+    shown = run("creds", "show", "--json", extra_env={"KRAKKED_MASTER_PASSWORD": PASSWORD})
+    spot = json.loads(shown.output)["spot"]
+    assert spot["source"] == "secrets.enc" and spot["validated"] is True
+    assert spot["validated_at"] and spot["key"] == SPOT_KEY[:4] + "…"
+    status = json.loads(run("status", "--json",
+                            extra_env={"KRAKKED_MASTER_PASSWORD": PASSWORD}).output)
+    assert status["spot"]["credentials"]["private_call_ok"] is True
+
+
+def test_setup_with_rejected_keys_saves_nothing(env, fake) -> None:
+    fake.spot_keys = {}
+    result = run("setup", input=_setup_input())
+    assert result.exit_code == 1
+    assert "rejected" in result.output and "nothing saved" in result.output
+    assert not (Path(env["KRAKKED_HOME"]) / "config" / "secrets.enc").exists()
+
+
+def test_setup_when_kraken_is_unreachable_is_not_a_key_problem(env, monkeypatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("KRAKKED_SPOT_URL", dead)
+    monkeypatch.setattr("krakked.kraken.http.RetryPolicy.backoff", lambda self, n, rng=None: 0.01)
+    result = run("setup", input=_setup_input())
+    assert result.exit_code == 1
+    assert "could not be reached (not a key problem)" in result.output
+    saved = run("setup", "--save-unvalidated", input=_setup_input())
+    assert saved.exit_code == 0 and "saved UNVALIDATED" in saved.output
+    shown = json.loads(run("creds", "show", "--json",
+                           extra_env={"KRAKKED_MASTER_PASSWORD": PASSWORD}).output)
+    assert shown["spot"]["validated"] is False
+
+
+def test_config_show_json(env) -> None:
+    data = json.loads(run("config", "show", "--json").output)
+    assert data["region"]["code"] == "US_CA"
+    assert data["kraken"]["spot_url"] == env["KRAKKED_SPOT_URL"]
+
+
+def test_errors_are_one_line_with_their_exit_code(env, capsys) -> None:
+    cfg = Path(env["KRAKKED_HOME"]) / "config"
+    cfg.mkdir(parents=True)
+    (cfg / "config.toml").write_text("[limits]\ntier = 'gold'\n")
+    with pytest.raises(SystemExit) as info:
+        main(["config", "show"])
+    assert info.value.code == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "limits.tier" in err and "\n" not in err
+
+
+def test_wrong_master_password_exit_code_and_message(env, capsys, monkeypatch) -> None:
+    assert run("setup", input=_setup_input()).exit_code == 0
+    monkeypatch.setenv("KRAKKED_MASTER_PASSWORD", "wrong")
+    with pytest.raises(SystemExit) as info:
+        main(["creds", "show", "--json"])
+    assert info.value.code == 0  # creds show reports the problem per product
+    out = json.loads(capsys.readouterr().out)
+    assert out["spot"]["problem"] == "Wrong password or corrupted secrets file"
+
+
+def test_version(env) -> None:
+    assert run("--version").output.startswith("krakked ")

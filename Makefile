@@ -10,7 +10,7 @@ bootstrap:
 	@$(UV) sync --locked --quiet
 
 demo: bootstrap
-	$(UV) run krakked status
+	$(UV) run krakked demo
 
 test: bootstrap
 	$(UV) run ruff check src tests bench

@@ -1,4 +1,4 @@
-"""Benchmark: 40 private Spot calls at Starter tier against a fake Kraken enforcing its counter.
+"""Benchmark: 40 private Spot calls at Starter tier against krakked.sim enforcing Kraken's counter.
 
 Kraken's model (Starter: max 15, decay 0.33/s) allows 15 calls at once, then one per 1/0.33 s.
 The theoretical minimum for N calls of cost 1 is therefore (N - 15) / 0.33 seconds. We report the

@@ -132,6 +132,10 @@ class FuturesClient:
                     "permissionDenied")
                 raise classify_futures_error(text if _known(text) else default,
                                              endpoint=endpoint, status_code=response.status_code)
+            if response.status_code >= 400 and not _is_json(response):
+                raise classify_futures_error(
+                    f"HTTP {response.status_code} {response.reason_phrase}".strip(),
+                    endpoint=endpoint, status_code=response.status_code)
             payload = parse_json(response, endpoint=endpoint)
             error = _error_text(payload)
             if error is not None:
@@ -296,6 +300,12 @@ class FuturesClient:
             "continuation_token": continuation_token, "count": count, "tradeable": tradeable,
             **extra,
         }, version="v3")
+
+
+def _is_json(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("application/json") or (
+        response.content[:1] in (b"{", b"[")
+    )
 
 
 def _known(text: str) -> bool:

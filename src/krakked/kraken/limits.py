@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from krakked.errors import ConfigError
+from krakked.errors import ConfigError, InvalidRequestError
 
 __all__ = [
     "ACCOUNT_LOG_COSTS",
@@ -47,8 +47,9 @@ __all__ = [
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 
-# A wait shorter than this is float noise left by the arithmetic, not a real wait.
-_EPSILON = 1e-9
+# A wait shorter than this is float noise (a clock at Unix-epoch magnitude resolves ~0.2 µs),
+# not a real wait: sleeping it might not even move the clock.
+_EPSILON = 1e-6
 
 # --- Spot private: the per-key call counter (rest.md §6) -------------------------------------
 
@@ -451,9 +452,10 @@ def history_cost(endpoint: str, count: int | None = None) -> int:
     """Tokens a Futures history call takes from the history pool (``account-log`` by ``count``)."""
     name = _endpoint_name(endpoint, ("/history/v2/", "/history/v3/"))
     if name == "account-log":
-        n = ACCOUNT_LOG_DEFAULT_COUNT if count is None else count
+        n = ACCOUNT_LOG_DEFAULT_COUNT if count is None else int(count)
         if n < 1:
-            raise ValueError(f"account-log count must be >= 1, got {n}")
+            raise InvalidRequestError(f"account-log count must be >= 1, got {n}",
+                                      endpoint="futures:account-log")
         return next(
             (cost for limit, cost in ACCOUNT_LOG_COSTS if n <= limit), ACCOUNT_LOG_COSTS[-1][1]
         )

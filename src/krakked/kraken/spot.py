@@ -141,6 +141,10 @@ class SpotClient:
             status_error = classify_status(response, endpoint=endpoint)
             if status_error is not None:
                 raise status_error
+            if response.status_code >= 400 and response.content[:1] != b"{":
+                raise InvalidRequestError(
+                    f"HTTP {response.status_code} {response.reason_phrase}".strip(),
+                    endpoint=endpoint, status_code=response.status_code)
             payload = parse_json(response, endpoint=endpoint)
             if not isinstance(payload, dict):
                 raise MalformedResponseError("response is not a JSON object", endpoint=endpoint)

@@ -1,0 +1,1 @@
+"""Market-data domain: types and pure logic, no I/O (tested without mocks)."""

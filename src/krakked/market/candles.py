@@ -1,0 +1,272 @@
+"""Trades and candles: the types, the timeframe table, trades -> candles, resampling, and the
+closed-candle rule. Pure: no network, no database.
+
+Aggregation is exact (``Decimal``): open = first, close = last, high = max, low = min, volume,
+quote volume and trade count summed, vwap = quote volume / volume. Buckets are aligned to UTC
+boundaries; weeks start on Monday 00:00 UTC, like Kraken's weekly candles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from krakked.errors import InvalidRequestError
+
+__all__ = [
+    "API_INTERVALS",
+    "TIMEFRAMES",
+    "Candle",
+    "HistoricalCandle",
+    "HistoricalTrade",
+    "bucket_start",
+    "candles_from_trades",
+    "closed_only",
+    "interval_minutes",
+    "resample",
+    "timeframe_name",
+]
+
+TIMEFRAMES: dict[str, int] = {
+    "1m": 1, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "4h": 240, "12h": 720,
+    "1d": 1440, "1w": 10080, "15d": 21600,
+}
+"""Timeframe name -> minutes. ``12h`` exists in Kraken's CSV files but not in its OHLC API."""
+
+API_INTERVALS = frozenset({1, 5, 15, 30, 60, 240, 1440, 10080, 21600})
+"""Intervals Kraken's REST ``OHLC`` endpoint serves (720 = 12h is not one of them)."""
+
+_MONDAY = datetime(1970, 1, 5, tzinfo=UTC)  # the first Monday after the epoch
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def interval_minutes(timeframe: str | int) -> int:
+    """``"4h"`` -> 240; an int that is a known interval passes through; else a clear error."""
+    if isinstance(timeframe, int) and not isinstance(timeframe, bool):
+        if timeframe in TIMEFRAMES.values():
+            return timeframe
+    elif isinstance(timeframe, str):
+        key = timeframe.strip().lower()
+        if key in TIMEFRAMES:
+            return TIMEFRAMES[key]
+        if key.isdigit() and int(key) in TIMEFRAMES.values():
+            return int(key)
+    raise InvalidRequestError(
+        f"unsupported timeframe {timeframe!r}; use one of {' '.join(TIMEFRAMES)}"
+    )
+
+
+def timeframe_name(minutes: int) -> str:
+    """240 -> ``"4h"``."""
+    for name, value in TIMEFRAMES.items():
+        if value == minutes:
+            return name
+    raise InvalidRequestError(f"unsupported interval {minutes} minutes")
+
+
+def bucket_start(ts: datetime, minutes: int) -> datetime:
+    """The open time of the ``minutes`` bucket holding ``ts`` (UTC; weeks start Monday)."""
+    if ts.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware (UTC)")
+    ts = ts.astimezone(UTC)
+    if minutes == 10080:
+        days = (ts - _MONDAY).days
+        return _MONDAY + timedelta(days=(days // 7) * 7)
+    seconds = int((ts - _EPOCH).total_seconds() // 60) // minutes * minutes * 60
+    return _EPOCH + timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoricalTrade:
+    """One trade (time and sales). ``id`` is Kraken's per-pair trade id (None from CSV files)."""
+
+    id: int | None
+    symbol: str
+    timestamp: datetime
+    price: Decimal
+    volume: Decimal
+    side: Literal["buy", "sell"]
+    order_type: str = "market"
+    misc: str = ""
+
+    @property
+    def value(self) -> Decimal:
+        """Trade value in the quote currency."""
+        return self.price * self.volume
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """One OHLCV candle (open time ``timestamp``, UTC), exact decimals."""
+
+    symbol: str
+    timestamp: datetime
+    interval_minutes: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    quote_volume: Decimal | None = None
+    trade_count: int = 0
+    vwap: Decimal | None = None
+    source: str = "rest"
+
+    @property
+    def typical_price(self) -> Decimal:
+        return (self.high + self.low + self.close) / 3
+
+    @property
+    def range(self) -> Decimal:
+        return self.high - self.low
+
+    @property
+    def body_size(self) -> Decimal:
+        return abs(self.close - self.open)
+
+    @property
+    def is_bullish(self) -> bool:
+        return self.close > self.open
+
+    @property
+    def upper_wick(self) -> Decimal:
+        return self.high - max(self.open, self.close)
+
+    @property
+    def lower_wick(self) -> Decimal:
+        return min(self.open, self.close) - self.low
+
+    @property
+    def close_time(self) -> datetime:
+        """When the candle closes (the next candle's open time)."""
+        return self.timestamp + timedelta(minutes=self.interval_minutes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values: ISO timestamp, decimal strings (exact), ints."""
+        d = asdict(self)
+        d["timestamp"] = self.timestamp.isoformat()
+        for key in ("open", "high", "low", "close", "volume", "quote_volume", "vwap"):
+            if d[key] is not None:
+                d[key] = str(d[key])
+        return d
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any] | dict[str, Any]) -> Candle:
+        """Build from a store row (mapping or sequence in column order)."""
+        if isinstance(row, dict):
+            return cls(**{k: row[k] for k in CANDLE_COLUMNS if k in row})
+        return cls(*row)
+
+
+HistoricalCandle = Candle
+"""The original system's name for the full candle type (same class)."""
+
+CANDLE_COLUMNS = ("symbol", "timestamp", "interval_minutes", "open", "high", "low", "close",
+                  "volume", "quote_volume", "trade_count", "vwap", "source")
+
+
+def candles_from_trades(
+    trades: Iterable[HistoricalTrade], minutes: int = 1, *, symbol: str | None = None,
+    source: str = "trades",
+) -> list[Candle]:
+    """Aggregate trades into candles of ``minutes`` (only buckets that had trades), oldest first.
+
+    Trades may come in any order; ties keep their given order for open/close.
+    """
+    ordered = sorted(trades, key=lambda t: (t.timestamp, t.id if t.id is not None else 0))
+    out: list[Candle] = []
+    current: list[HistoricalTrade] = []
+    start: datetime | None = None
+    for trade in ordered:
+        b = bucket_start(trade.timestamp, minutes)
+        if start is not None and b != start:
+            out.append(_from_bucket(current, start, minutes, symbol, source))
+            current = []
+        start = b
+        current.append(trade)
+    if current and start is not None:
+        out.append(_from_bucket(current, start, minutes, symbol, source))
+    return out
+
+
+def _from_bucket(trades: list[HistoricalTrade], start: datetime, minutes: int,
+                 symbol: str | None, source: str) -> Candle:
+    volume = sum((t.volume for t in trades), Decimal(0))
+    quote = sum((t.price * t.volume for t in trades), Decimal(0))
+    return Candle(
+        symbol=symbol or trades[0].symbol,
+        timestamp=start,
+        interval_minutes=minutes,
+        open=trades[0].price,
+        high=max(t.price for t in trades),
+        low=min(t.price for t in trades),
+        close=trades[-1].price,
+        volume=volume,
+        quote_volume=quote,
+        trade_count=len(trades),
+        vwap=(quote / volume) if volume else None,
+        source=source,
+    )
+
+
+def resample(candles: Iterable[Candle], minutes: int) -> list[Candle]:
+    """Aggregate finer candles (oldest first) into ``minutes`` buckets, exactly.
+
+    Buckets with no volume still carry their OHLC; vwap is volume-weighted from each input's
+    quote volume (or vwap × volume when quote volume is missing).
+    """
+    out: list[Candle] = []
+    group: list[Candle] = []
+    start: datetime | None = None
+    for c in candles:
+        if c.interval_minutes > minutes or minutes % c.interval_minutes:
+            raise InvalidRequestError(
+                f"cannot build {minutes}m candles from {c.interval_minutes}m candles"
+            )
+        b = bucket_start(c.timestamp, minutes)
+        if start is not None and b != start:
+            out.append(_merge(group, start, minutes))
+            group = []
+        start = b
+        group.append(c)
+    if group and start is not None:
+        out.append(_merge(group, start, minutes))
+    return out
+
+
+def _quote(c: Candle) -> Decimal | None:
+    if c.quote_volume is not None:
+        return c.quote_volume
+    if c.vwap is not None:
+        return c.vwap * c.volume
+    return None
+
+
+def _merge(group: list[Candle], start: datetime, minutes: int) -> Candle:
+    volume = sum((c.volume for c in group), Decimal(0))
+    quotes = [_quote(c) for c in group]
+    quote = sum(quotes, Decimal(0)) if all(q is not None for q in quotes) else None  # type: ignore[arg-type]
+    return Candle(
+        symbol=group[0].symbol,
+        timestamp=start,
+        interval_minutes=minutes,
+        open=group[0].open,
+        high=max(c.high for c in group),
+        low=min(c.low for c in group),
+        close=group[-1].close,
+        volume=volume,
+        quote_volume=quote,
+        trade_count=sum(c.trade_count for c in group),
+        vwap=(quote / volume) if quote is not None and volume else None,
+        source=group[0].source if len({c.source for c in group}) == 1 else "trades",
+    )
+
+
+def closed_only(candles: Iterable[Candle], now: datetime) -> Iterator[Candle]:
+    """Only candles whose interval has ended by ``now`` (the running candle is never stored)."""
+    for c in candles:
+        if c.close_time <= now:
+            yield c

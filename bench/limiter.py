@@ -13,19 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.fakes import SPOT_KEY, SPOT_SECRET, FakeKraken
 
 from krakked.config import load_settings
 from krakked.credentials import KeyPair
 from krakked.kraken.limits import SPOT_TIERS, SpotCounterLimiter
 from krakked.kraken.spot import SpotClient
+from krakked.sim import SimConfig, Simulator
 
 
 def main() -> None:
@@ -36,13 +31,14 @@ def main() -> None:
 
     max_counter, decay = SPOT_TIERS[args.tier]
     minimum = max(0, args.calls - max_counter) / decay
-    fake = FakeKraken(clock=time.monotonic, tier=args.tier)
+    sim = Simulator(SimConfig(tier=args.tier, public_rate=0))
+    spec = sim.config.account("spot")
     with tempfile.TemporaryDirectory() as home:
         settings = load_settings({"KRAKKED_HOME": home, "KRAKKED_TIER": args.tier})
         client = SpotClient(
-            KeyPair.create("spot", SPOT_KEY, SPOT_SECRET, "bench"),
+            KeyPair.create("spot", spec.api_key, spec.api_secret, "bench"),
             settings=settings,
-            transport=fake.transport(),
+            transport=sim.transport(),
             limiter=SpotCounterLimiter(args.tier),
         )
         start = time.monotonic()
@@ -56,9 +52,9 @@ def main() -> None:
         "wall_seconds": round(wall, 3),
         "theoretical_minimum_seconds": round(minimum, 3),
         "ratio_to_minimum": round(wall / minimum, 4) if minimum else None,
-        "rate_limit_errors": fake.rate_limit_rejections,
+        "rate_limit_errors": sim.counter.rejections,
         "client_rate_limited": client.stats.rate_limited,
-        "max_counter_seen_by_kraken": round(fake.max_counter_seen, 3),
+        "max_counter_seen_by_kraken": round(sim.counter.peak, 3),
         "machine": f"{platform.machine()} {platform.python_implementation()} "
                    f"{platform.python_version()}",
     }

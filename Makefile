@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 UV = $(shell command -v uv >/dev/null 2>&1 && echo uv || echo python3 -m uv)
 
-.PHONY: bootstrap demo test lint fmt bench-limiter
+.PHONY: bootstrap demo test lint fmt bench-limiter bench-store bench-account
 
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -13,6 +13,7 @@ demo: bootstrap
 	$(UV) run krakked demo
 
 test: bootstrap
+	@bash scripts/ensure-postgres
 	$(UV) run ruff check src tests bench
 	$(UV) run pytest --cov=krakked --cov-report=term-missing --cov-fail-under=80
 
@@ -24,3 +25,9 @@ fmt: bootstrap
 
 bench-limiter: bootstrap
 	$(UV) run python bench/limiter.py
+
+bench-store: bootstrap
+	$(UV) run python bench/store.py
+
+bench-account: bootstrap
+	$(UV) run python bench/account.py

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["Market", "__version__"]
+
+if TYPE_CHECKING:
+    from krakked.api import Market
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import krakked` stays light for the CLI; `from krakked import Market` works.
+    if name == "Market":
+        from krakked.api import Market
+
+        return Market
+    raise AttributeError(f"module 'krakked' has no attribute {name!r}")

@@ -45,6 +45,19 @@ sim_app = typer.Typer(help="An offline Kraken (Spot + Futures REST) for tests, d
 app.add_typer(config_app, name="config")
 app.add_typer(creds_app, name="creds")
 app.add_typer(sim_app, name="sim")
+ohlc_app = typer.Typer(help="Kraken's OHLC candles into the market store.",
+                       no_args_is_help=True)
+store_app = typer.Typer(help="The market store: what it holds.", no_args_is_help=True)
+app.add_typer(ohlc_app, name="ohlc")
+app.add_typer(store_app, name="store")
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", "--db-url",
+                 help="Market store URL: duckdb:///file.duckdb, parquet:///dir, csv:///dir, "
+                      "postgresql://… (default: KRAKKED_STORE, config store.url, DATABASE_URL, "
+                      "else a DuckDB file in the data directory)."),
+]
 
 # Piped output gets a wide console: tables of prices should not be cut at 80 columns.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
@@ -318,6 +331,269 @@ def creds_show(json_: JsonOpt = False) -> None:
         table.add_row(product, r["key"] or "-", r["source"] or "-", validated,
                       r["problem"] or ("" if r["present"] else "not configured"))
     out.print(table)
+
+
+# -- market data -------------------------------------------------------------------------------
+
+
+def _market(store: str | None) -> Any:
+    from krakked.api import Market
+    from krakked.store import open_store, resolve_store_url
+
+    settings = _settings()
+    url, _ = resolve_store_url(store, settings)
+    return Market(open_store(url, settings=settings), settings=settings)
+
+
+@app.command()
+def universe(
+    json_: JsonOpt = False,
+    store: StoreOpt = None,
+) -> None:
+    """The spot universe: online pairs quoted in the region's currency (USD by default), no
+    margin pairs unless the region allows them, with [universe] include/exclude and the
+    optional liquidity floor applied. Fetched from Kraken's AssetPairs (and Ticker)."""
+    with _market(store) as m:
+        pairs = m.get_universe_metadata()
+        m.store.close()
+    if json_:
+        _emit_json([_pair_dict(p) for p in pairs])
+        return
+    table = Table(title=f"Universe: {len(pairs)} pairs")
+    for col in ("pair", "ws (v2)", "Kraken id", "base", "quote", "price dp", "volume dp",
+                "ordermin", "costmin", "tick"):
+        table.add_column(col)
+    for p in pairs:
+        table.add_row(p.canonical, p.ws_symbol, p.raw_name, p.base, p.quote,
+                      str(p.price_decimals), str(p.volume_decimals), str(p.ordermin or ""),
+                      str(p.costmin or ""), str(p.tick_size or ""))
+    out.print(table)
+
+
+def _pair_dict(p: Any) -> dict[str, Any]:
+    row = p.to_row()
+    return {k: (str(v) if hasattr(v, "as_tuple") else v) for k, v in row.items()
+            if k != "updated_at"}
+
+
+def _split_multi(args: list[str], flag: str) -> tuple[list[str], list[str]]:
+    """``XBTUSD ETH/USD --tf 1h 1d`` -> (positionals, values of ``--tf``): click hands us the
+    raw tail so that a flag can take several space-separated values, as the docs show."""
+    positionals: list[str] = []
+    values: list[str] = []
+    target = positionals
+    for word in args:
+        if word == flag:
+            target = values
+        elif word.startswith(f"{flag}="):
+            values.extend(v for v in word.split("=", 1)[1].split(",") if v)
+        elif word.startswith("-"):
+            raise typer.BadParameter(f"unknown option {word}")
+        else:
+            target.append(word)
+    return positionals, values
+
+
+@ohlc_app.command(
+    "backfill",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def ohlc_backfill(
+    ctx: typer.Context,
+    full: Annotated[bool, typer.Option(help="Re-fetch all Kraken serves, ignoring cursors.")
+                    ] = False,
+    json_: JsonOpt = False,
+    store: StoreOpt = None,
+) -> None:
+    """Closed candles into the store: krakked ohlc backfill XBTUSD ETH/USD --tf 1h 1d
+
+    Pairs take any alias (XBTUSD, BTC/USD, XXBTZUSD); --tf takes one or more of
+    1m 5m 15m 30m 1h 4h 1d 1w 15d (12h is derived from 1h/4h when read: Kraken's API has none).
+    Kraken serves only the latest 720 bars per interval; deeper history comes from trades and
+    Kraken's CSV files. Each pair/timeframe is committed on its own with Kraken's cursor, so an
+    interrupted run simply resumes; re-running only fetches what is new.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from krakked.market.candles import interval_minutes
+
+    pairs, tfs = _split_multi(list(ctx.args), "--tf")
+    if not pairs:
+        raise typer.BadParameter("give at least one pair, e.g. XBTUSD", param_hint="PAIRS")
+    if not tfs:
+        raise typer.BadParameter("give at least one timeframe, e.g. --tf 1h", param_hint="--tf")
+    for tf in tfs:
+        interval_minutes(tf)  # unsupported timeframe: a clear error before any call
+    results = []
+    with _market(store) as m:
+        jobs = [(m.resolve(p), tf) for p in pairs for tf in tfs]
+        show = sys.stderr.isatty() and not json_
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                      console=err, disable=not show) as progress:
+            task = progress.add_task("backfilling", total=len(jobs))
+            for symbol, tf in jobs:
+                progress.update(task, description=f"{symbol} {tf}")
+                result = m.backfill_ohlc(symbol, tf, full=full)
+                results.append(result)
+                progress.advance(task)
+                if not show and not json_:
+                    err.print(f"{symbol} {tf}: {result.fetched} closed bars, "
+                              f"{result.stored} stored", highlight=False)
+    if json_:
+        _emit_json([r.to_dict() for r in results])
+        return
+    table = Table(title="OHLC backfill")
+    for col in ("pair", "tf", "closed bars", "stored", "first", "last"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.symbol, r.timeframe, str(r.fetched), str(r.stored),
+                      r.first.isoformat()[:16] if r.first else "-",
+                      r.last.isoformat()[:16] if r.last else "-")
+    out.print(table)
+    notes = sorted({n for r in results for n in r.notes})
+    for note in notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+@app.command()
+def candles(
+    pair: Annotated[str, typer.Argument(help="Any alias: XBTUSD, BTC/USD, XXBTZUSD…")],
+    tf: Annotated[str, typer.Option("--tf", help="1m 5m 15m 30m 1h 4h 12h 1d 1w 15d")] = "1h",
+    last: Annotated[int | None, typer.Option(help="Only the newest N candles.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this UTC date/time (ISO).")] = None,
+    until: Annotated[str | None, typer.Option(help="Before this UTC date/time (ISO).")] = None,
+    format_: Annotated[str, typer.Option("--format",
+                                         help="table, csv, json or parquet (to stdout).")
+                       ] = "table",
+    store: StoreOpt = None,
+) -> None:
+    """Closed candles from the store (no network). Higher timeframes are derived exactly from
+    the finest stored candles where Kraken's own are not stored (e.g. 4h from 1h or 1m).
+
+    krakked candles XBTUSD --tf 1h --since 2024-01-01 --format csv > xbt.csv
+    """
+    import pyarrow as pa
+
+    from krakked.store import open_store, resolve_store_url
+    from krakked.store.base import arrow_to_candles
+
+    if format_ not in ("table", "csv", "json", "parquet"):
+        raise typer.BadParameter(f"{format_!r} is not table, csv, json or parquet",
+                                 param_hint="--format")
+    settings = _settings()
+    url, _ = resolve_store_url(store, settings)
+    with open_store(url, settings=settings) as s:
+        if last is not None:
+            table: pa.Table = s.get_latest_candles(pair, tf, last, as_="arrow")
+        elif since is not None:
+            table = s.get_ohlc_since(pair, tf, since, as_="arrow")
+            if until is not None:
+                table = s.get_candles(pair, tf, since, until, as_="arrow")
+        else:
+            table = s.get_candles(pair, tf, None, until, as_="arrow")
+        symbol = s.canonical(pair)
+    if format_ == "parquet":
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        sys.stdout.buffer.write(sink.getvalue().to_pybytes())
+        sys.stdout.buffer.flush()
+        return
+    rows = [c.to_dict() for c in arrow_to_candles(table)]
+    if format_ == "json":
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    if format_ == "csv":
+        import csv
+
+        fields = ["timestamp", "open", "high", "low", "close", "volume", "quote_volume",
+                  "trade_count", "vwap", "source"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=["symbol", "interval_minutes", *fields],
+                                extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    if not rows:
+        err.print(f"no {tf} candles stored for {symbol} (run `krakked ohlc backfill {symbol} "
+                  f"--tf {tf}` first)", highlight=False)
+        raise typer.Exit(code=21)
+    view = Table(title=f"{symbol} {tf}: {len(rows)} candles")
+    for col in ("open time (UTC)", "open", "high", "low", "close", "volume", "trades"):
+        view.add_column(col, justify="right")
+    for r in rows:
+        view.add_row(r["timestamp"][:16].replace("T", " "), r["open"], r["high"], r["low"],
+                     r["close"], r["volume"], str(r["trade_count"]))
+    out.print(view)
+
+
+@store_app.command("info")
+def store_info(json_: JsonOpt = False, store: StoreOpt = None) -> None:
+    """Per pair and timeframe: first and last candle, rows, missing buckets and gap runs."""
+    from krakked.market.candles import TIMEFRAMES
+    from krakked.store import open_store, resolve_store_url
+
+    settings = _settings()
+    url, source = resolve_store_url(store, settings)
+    with open_store(url, settings=settings) as s:
+        rows = s.info()
+    names = {v: k for k, v in TIMEFRAMES.items()}
+    if json_:
+        _emit_json({"store": url, "source": source, "series": [
+            {**r, "timeframe": names.get(r["interval_minutes"], "trades")
+             if r.get("interval_minutes") else "trades"} for r in rows]})
+        return
+    table = Table(title=f"{url} ({source})")
+    for col in ("pair", "series", "first", "last", "rows", "missing", "gaps"):
+        table.add_column(col)
+    for r in rows:
+        minutes = r.get("interval_minutes")
+        table.add_row(r["symbol"], names.get(minutes, "trades") if minutes else "trades",
+                      str(r["first"])[:16], str(r["last"])[:16], str(r["rows"]),
+                      str(r.get("missing", "")), str(r.get("gaps", "")))
+    out.print(table)
+
+
+@app.command()
+def export(
+    destination: Annotated[str, typer.Option(
+        help="Any dlt destination: duckdb, postgres, bigquery, snowflake, clickhouse, "
+             "motherduck… configured the dlt way (.dlt/secrets.toml or "
+             "DESTINATION__<NAME>__CREDENTIALS).")],
+    dataset: Annotated[str, typer.Option(help="Dataset (schema) at the destination.")
+                       ] = "kraken_market",
+    pairs: Annotated[list[str] | None, typer.Option("--pair", help="Only these pairs "
+                                                    "(repeatable); default all stored.")
+                     ] = None,
+    full: Annotated[bool, typer.Option(help="Drop the exported tables and state, send all.")
+                    ] = False,
+    json_: JsonOpt = False,
+    store: StoreOpt = None,
+) -> None:
+    """Candles and trades from the market store into a warehouse, incrementally, via dlt.
+
+    Each run sends what is new since the last (with a day of overlap, merged on the natural
+    keys, so nothing is duplicated). Pipeline `krakked_market`, state kept with the data at the
+    destination; with --destination duckdb the file is krakked_export.duckdb in the data dir.
+    """
+    from krakked.store import open_store, resolve_store_url
+    from krakked.sync.export import export_market
+
+    settings = _settings()
+    url, _ = resolve_store_url(store, settings)
+    with open_store(url, settings=settings) as s:
+        report = export_market(
+            s, destination, pipelines_dir=settings.paths.dlt_pipelines_dir, dataset=dataset,
+            symbols=pairs, full=full,
+            duckdb_path=settings.paths.data_dir / "krakked_export.duckdb",
+        )
+    if json_:
+        _emit_json(report)
+        return
+    rows = ", ".join(f"{t} {n}" for t, n in sorted(report["rows"].items())) or "nothing new"
+    out.print(f"exported to {destination} (dataset {dataset}): {rows} in "
+              f"{report['seconds']} s", highlight=False)
 
 
 # -- simulator and demo ------------------------------------------------------------------------

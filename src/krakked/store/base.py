@@ -1,0 +1,520 @@
+"""The market store: one interface over DuckDB, Parquet/CSV files and PostgreSQL, and the query
+API every backend shares.
+
+A backend implements a handful of primitives (write Arrow tables with the volume rule, read one
+interval's candles — stored where Kraken's own exist, else derived from the finest stored interval
+that divides it — read trades, coverage, sync status). Everything users call (``get_candles``,
+``get_ohlc``, ``replay_candles``, the original module's ``append_bars``/``get_bars``…) is written
+once, here, on top of them.
+
+Conventions: symbols are canonical (Kraken's altname, ``XBTUSD``; aliases are resolved by the
+caller or by ``canonical``), timestamps are timezone-aware UTC, prices and volumes are exact
+``Decimal`` (``DECIMAL(38,18)`` in the databases, ``decimal128(38, 18)`` in Arrow).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from krakked.errors import InvalidRequestError, NoDataError
+from krakked.market.candles import (
+    CANDLE_COLUMNS,
+    TIMEFRAMES,
+    Candle,
+    HistoricalTrade,
+    interval_minutes,
+)
+
+__all__ = [
+    "CANDLE_SCHEMA",
+    "DECIMAL",
+    "PAIR_SCHEMA",
+    "SCHEMA_VERSION",
+    "TRADE_SCHEMA",
+    "MarketStore",
+    "RetentionPolicy",
+    "SyncUpdate",
+    "candles_to_arrow",
+    "trades_to_arrow",
+]
+
+SCHEMA_VERSION = 1
+DECIMAL = pa.decimal128(38, 18)
+_Q = Decimal(1).scaleb(-18)
+TS = pa.timestamp("us", tz="UTC")
+
+CANDLE_SCHEMA = pa.schema([
+    pa.field("symbol", pa.string(), nullable=False),
+    pa.field("timestamp", TS, nullable=False),
+    pa.field("interval_minutes", pa.int32(), nullable=False),
+    pa.field("open", DECIMAL, nullable=False),
+    pa.field("high", DECIMAL, nullable=False),
+    pa.field("low", DECIMAL, nullable=False),
+    pa.field("close", DECIMAL, nullable=False),
+    pa.field("volume", DECIMAL, nullable=False),
+    pa.field("quote_volume", DECIMAL),
+    pa.field("trade_count", pa.int64()),
+    pa.field("vwap", DECIMAL),
+    pa.field("source", pa.string()),
+])
+"""Columns of ``candles`` (and of every rollup), in order."""
+
+TRADE_SCHEMA = pa.schema([
+    pa.field("id", pa.int64()),  # Kraken's per-pair trade id; null for CSV rows until reconciled
+    pa.field("symbol", pa.string(), nullable=False),
+    pa.field("timestamp", TS, nullable=False),
+    pa.field("price", DECIMAL, nullable=False),
+    pa.field("volume", DECIMAL, nullable=False),
+    pa.field("side", pa.string(), nullable=False),
+    pa.field("order_type", pa.string()),
+    pa.field("misc", pa.string()),
+    pa.field("source", pa.string()),
+])
+"""Columns of ``trades``, in order. Key (timestamp, symbol, id)."""
+
+PAIR_SCHEMA = pa.schema([
+    pa.field("canonical", pa.string(), nullable=False),
+    pa.field("base", pa.string()),
+    pa.field("quote", pa.string()),
+    pa.field("rest_symbol", pa.string()),
+    pa.field("ws_symbol", pa.string()),
+    pa.field("wsname", pa.string()),
+    pa.field("raw_name", pa.string()),
+    pa.field("price_decimals", pa.int32()),
+    pa.field("volume_decimals", pa.int32()),
+    pa.field("lot_size", DECIMAL),
+    pa.field("ordermin", DECIMAL),
+    pa.field("costmin", DECIMAL),
+    pa.field("tick_size", DECIMAL),
+    pa.field("status", pa.string()),
+    pa.field("updated_at", TS),
+])
+"""Columns of ``pairs`` (the universe snapshot). Key canonical."""
+
+ROLLUPS: dict[int, str] = {
+    5: "candles_5m", 15: "candles_15m", 30: "candles_30m", 60: "candles_1h",
+    240: "candles_4h", 720: "candles_12h", 1440: "candles_1d", 10080: "candles_1w",
+}
+"""Interval -> rollup table/view name, derived from 1-minute candles."""
+
+
+@dataclass(frozen=True)
+class SyncUpdate:
+    """A ``data_sync_status`` row to write in the same transaction as the data it describes.
+
+    ``data_type`` is ``trades`` or ``candles_<tf>`` (``candles_1m``, ``candles_1h``…). The store
+    fills ``oldest``/``newest``/``total_records`` from what it holds; the caller gives Kraken's
+    cursor (``last_kraken_since``) — the point the next incremental run resumes from.
+    """
+
+    symbol: str
+    data_type: str
+    last_kraken_since: int | None = None
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Opt-in retention (``[store.retention]``); ``None`` keeps everything (the default)."""
+
+    trades_days: int | None = None
+    candles_days: int | None = None
+
+
+@dataclass
+class _Stats:
+    rows_written: int = 0
+    writes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _dec(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    d = value if isinstance(value, Decimal) else Decimal(str(value))
+    return d.quantize(_Q)
+
+
+def candles_to_arrow(candles: Iterable[Candle]) -> pa.Table:
+    """Candles -> an Arrow table in ``CANDLE_SCHEMA`` (decimals quantized to 18 places)."""
+    cols: dict[str, list[Any]] = {name: [] for name in CANDLE_COLUMNS}
+    for c in candles:
+        cols["symbol"].append(c.symbol)
+        cols["timestamp"].append(c.timestamp)
+        cols["interval_minutes"].append(c.interval_minutes)
+        for k in ("open", "high", "low", "close", "volume", "quote_volume", "vwap"):
+            cols[k].append(_dec(getattr(c, k)))
+        cols["trade_count"].append(c.trade_count)
+        cols["source"].append(c.source)
+    return pa.table(cols, schema=CANDLE_SCHEMA)
+
+
+def trades_to_arrow(trades: Iterable[HistoricalTrade], source: str = "rest") -> pa.Table:
+    """Trades -> an Arrow table in ``TRADE_SCHEMA``."""
+    rows = [
+        {"id": t.id, "symbol": t.symbol, "timestamp": t.timestamp, "price": _dec(t.price),
+         "volume": _dec(t.volume), "side": t.side, "order_type": t.order_type,
+         "misc": t.misc, "source": source}
+        for t in trades
+    ]
+    return pa.Table.from_pylist(rows, schema=TRADE_SCHEMA)
+
+
+def _normalize(d: Decimal | None) -> Decimal | None:
+    """``Decimal('30306.100000000000000000')`` -> ``Decimal('30306.1')`` (no exponent form)."""
+    if d is None:
+        return None
+    n = d.normalize()
+    return n.quantize(Decimal(1)) if n == n.to_integral_value() else n
+
+
+def arrow_to_candles(table: pa.Table) -> list[Candle]:
+    """Arrow rows (``CANDLE_SCHEMA``) -> ``Candle`` objects with tidy decimals."""
+    out = []
+    for row in table.to_pylist():
+        for k in ("open", "high", "low", "close", "volume", "quote_volume", "vwap"):
+            row[k] = _normalize(row[k])
+        ts = row["timestamp"]
+        if ts.tzinfo is None:
+            row["timestamp"] = ts.replace(tzinfo=UTC)
+        out.append(Candle(**{k: row[k] for k in CANDLE_COLUMNS}))
+    return out
+
+
+def _reversed(table: pa.Table) -> pa.Table:
+    """Rows in reverse order (also for an empty table, which ``take([])`` rejects)."""
+    return table.take(pa.array(range(table.num_rows - 1, -1, -1), pa.int64()))
+
+
+AsKind = Literal["candles", "arrow", "polars", "pandas"]
+
+
+def _convert(table: pa.Table, as_: AsKind) -> Any:
+    if as_ == "candles":
+        return arrow_to_candles(table)
+    if as_ == "arrow":
+        return table
+    if as_ == "polars":
+        try:
+            import polars
+        except ImportError:
+            raise InvalidRequestError(
+                "as_='polars' needs polars installed (pip install polars)") from None
+        return polars.from_arrow(table)
+    if as_ == "pandas":
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise InvalidRequestError(
+                "as_='pandas' needs pandas installed (pip install pandas)") from None
+        return table.to_pandas()
+    raise InvalidRequestError(f"as_ must be candles, arrow, polars or pandas, not {as_!r}")
+
+
+def _utc(value: datetime | int | float | str | None, name: str) -> datetime | None:
+    """Accept datetimes (naive = UTC), Unix seconds, ISO strings; return aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequestError(f"{name}: {value!r} is not an ISO date/time") from None
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    raise InvalidRequestError(f"{name}: cannot read {value!r} as a time")
+
+
+class MarketStore(ABC):
+    """The market store. Get one with ``krakked.store.open_store(url)``."""
+
+    url: str
+    backend: str
+
+    def __init__(self) -> None:
+        self.retention = RetentionPolicy()
+        self.stats = _Stats()
+        self._resolver: Callable[[str], str] | None = None
+
+    # -- primitives a backend implements ---------------------------------------------------
+
+    @abstractmethod
+    def write_candles(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
+        """Upsert ``table`` (``CANDLE_SCHEMA``) on (timestamp, symbol, interval_minutes): a stored
+        candle is replaced only by one with volume >= its own. ``sync`` rows are written in the
+        same transaction. Returns the number of rows inserted or replaced."""
+
+    @abstractmethod
+    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
+        """Insert ``table`` (``TRADE_SCHEMA``) on (timestamp, symbol, id), ignoring rows already
+        stored; ``sync`` rows in the same transaction. Returns rows inserted."""
+
+    @abstractmethod
+    def write_pairs(self, table: pa.Table) -> None:
+        """Replace the universe snapshot with ``table`` (``PAIR_SCHEMA``)."""
+
+    @abstractmethod
+    def read_candles(
+        self,
+        symbol: str,
+        minutes: int,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> pa.Table:
+        """Candles of ``minutes`` for ``symbol`` with ``start <= timestamp < end``, ordered by
+        time (newest first if asked, then ``limit`` applies to the newest). Stored candles of
+        that interval win; other buckets are derived exactly from the finest stored interval
+        that divides ``minutes`` (only buckets whose whole interval lies before the newest
+        source candle's close are emitted — a derived candle is never a partial one)."""
+
+    @abstractmethod
+    def read_trades(self, symbol: str, start: datetime | None = None,
+                    end: datetime | None = None, limit: int | None = None) -> pa.Table:
+        """Trades (``TRADE_SCHEMA``) with ``start <= timestamp < end``, oldest first."""
+
+    @abstractmethod
+    def read_pairs(self) -> pa.Table:
+        """The stored universe snapshot (``PAIR_SCHEMA``)."""
+
+    @abstractmethod
+    def coverage(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """Per stored (symbol, interval_minutes): ``first``, ``last``, ``rows``, ``missing``
+        (buckets absent between first and last) and ``gaps`` (runs of absent buckets); plus
+        ``interval_minutes = None`` rows for trades (first, last, rows)."""
+
+    @abstractmethod
+    def read_sync_status(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """``data_sync_status`` rows (all columns, dicts)."""
+
+    @abstractmethod
+    def delete_before(self, kind: Literal["trades", "candles"], cutoff: datetime) -> int:
+        """Delete rows older than ``cutoff`` (retention). Returns rows deleted."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Release connections and files."""
+
+    def refresh_continuous_aggregates(self) -> None:  # noqa: B027
+        """Rebuild derived rollups where a backend materializes them (PostgreSQL)."""
+
+    def __enter__(self) -> MarketStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # -- symbols ---------------------------------------------------------------------------
+
+    def set_resolver(self, resolver: Callable[[str], str] | None) -> None:
+        """Use ``resolver`` (alias -> canonical) for symbols given to the query API."""
+        self._resolver = resolver
+
+    def canonical(self, pair: str) -> str:
+        """``BTC/USD``/``XXBTZUSD``/``XBTUSD`` -> ``XBTUSD`` (offline tables if no resolver)."""
+        if self._resolver is not None:
+            return self._resolver(pair)
+        from krakked.market.pairs import resolve_offline
+
+        return resolve_offline(pair)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def upsert_candles(self, candles: Iterable[Candle] | pa.Table,
+                       sync: Sequence[SyncUpdate] = ()) -> int:
+        """Upsert candles (objects or an Arrow table) with the volume rule."""
+        table = candles if isinstance(candles, pa.Table) else candles_to_arrow(candles)
+        written = self.write_candles(table.cast(CANDLE_SCHEMA), sync)
+        self.stats.rows_written += written
+        self.stats.writes += 1
+        return written
+
+    def upsert_trades(self, trades: Iterable[HistoricalTrade] | pa.Table,
+                      sync: Sequence[SyncUpdate] = ()) -> int:
+        """Insert trades (objects or an Arrow table), once each."""
+        table = trades if isinstance(trades, pa.Table) else trades_to_arrow(trades)
+        written = self.write_trades(table.cast(TRADE_SCHEMA), sync)
+        self.stats.rows_written += written
+        self.stats.writes += 1
+        return written
+
+    def append_bars(self, pair: str, tf: str | int, bars: Iterable[Candle]) -> int:
+        """The original module's write: store ``bars`` of ``pair``/``tf`` (idempotent)."""
+        symbol, minutes = self.canonical(pair), interval_minutes(tf)
+        fixed = [
+            b if (b.symbol == symbol and b.interval_minutes == minutes) else Candle(
+                symbol, b.timestamp, minutes, b.open, b.high, b.low, b.close, b.volume,
+                b.quote_volume, b.trade_count, b.vwap, b.source)
+            for b in bars
+        ]
+        return self.upsert_candles(fixed)
+
+    def apply_retention(self, now: datetime | None = None) -> dict[str, int]:
+        """Delete what the (opt-in) retention policy says is too old; nothing by default."""
+        now = now or datetime.now(UTC)
+        deleted = {"trades": 0, "candles": 0}
+        if self.retention.trades_days:
+            deleted["trades"] = self.delete_before(
+                "trades", now - timedelta(days=self.retention.trades_days))
+        if self.retention.candles_days:
+            deleted["candles"] = self.delete_before(
+                "candles", now - timedelta(days=self.retention.candles_days))
+        return deleted
+
+    # -- the query API ---------------------------------------------------------------------
+
+    def get_candles(
+        self,
+        pair: str,
+        tf: str | int,
+        start: datetime | int | str | None = None,
+        end: datetime | int | str | None = None,
+        limit: int | None = None,
+        as_: AsKind = "candles",
+    ) -> Any:
+        """Closed candles of ``pair``/``tf`` with ``start <= open time < end``, oldest first.
+
+        Higher timeframes come from Kraken's own stored candles where present, else are derived
+        exactly from the finest stored candles. ``as_``: ``candles`` (objects), ``arrow``,
+        ``polars`` or ``pandas`` (the last two only if installed).
+        """
+        symbol, minutes = self.canonical(pair), interval_minutes(tf)
+        s, e = _utc(start, "start"), _utc(end, "end")
+        if s and e and e <= s:
+            raise InvalidRequestError(f"end {e.isoformat()} is not after start {s.isoformat()}")
+        table = self.read_candles(symbol, minutes, s, e, None, False)
+        if limit is not None:
+            table = table.slice(0, max(0, limit))
+        return _convert(table, as_)
+
+    def get_latest_candles(self, pair: str, tf: str | int, count: int,
+                           as_: AsKind = "candles") -> Any:
+        """The newest ``count`` closed candles, oldest first."""
+        if count < 0:
+            raise InvalidRequestError(f"count must be >= 0, got {count}")
+        symbol, minutes = self.canonical(pair), interval_minutes(tf)
+        table = self.read_candles(symbol, minutes, None, None, count, True)
+        return _convert(_reversed(table), as_)
+
+    def get_ohlc(self, pair: str, tf: str | int, lookback: int | None = None,
+                 as_: AsKind = "candles") -> Any:
+        """The original module's read: the last ``lookback`` closed candles (all if None)."""
+        if lookback is None:
+            return self.get_candles(pair, tf, as_=as_)
+        return self.get_latest_candles(pair, tf, lookback, as_=as_)
+
+    def get_ohlc_since(self, pair: str, tf: str | int, since: datetime | int | str,
+                       as_: AsKind = "candles") -> Any:
+        """Closed candles with open time >= ``since`` (a datetime, Unix seconds or ISO)."""
+        s = _utc(since, "since")
+        if s is not None and s > datetime.now(UTC):
+            raise InvalidRequestError(f"since {s.isoformat()} is in the future")
+        return self.get_candles(pair, tf, start=s, as_=as_)
+
+    def get_bars(self, pair: str, tf: str | int, lookback: int | None = None,
+                 since: datetime | int | str | None = None) -> list[Candle]:
+        """The original module's interface: by ``lookback`` count and/or ``since``."""
+        if since is not None:
+            bars = self.get_ohlc_since(pair, tf, since)
+            return bars[-lookback:] if lookback else bars
+        return self.get_ohlc(pair, tf, lookback)
+
+    def get_warmup_data(self, pair: str, tf: str | int, periods: int,
+                        as_: AsKind = "candles") -> Any:
+        """The ``periods`` most recent closed candles (indicator warm-up)."""
+        return self.get_latest_candles(pair, tf, periods, as_=as_)
+
+    def get_multi_timeframe_candles(
+        self,
+        pair: str,
+        end_time: datetime | int | str | None = None,
+        timeframes: Sequence[str | int] | None = None,
+        lookback: int = 100,
+    ) -> dict[int, list[Candle]]:
+        """For each timeframe, the ``lookback`` closed candles opening before ``end_time``."""
+        e = _utc(end_time, "end_time")
+        symbol = self.canonical(pair)
+        out: dict[int, list[Candle]] = {}
+        for tf in timeframes or (1, 5, 15, 60, 240, 1440):
+            minutes = interval_minutes(tf)
+            table = self.read_candles(symbol, minutes, None, e, lookback, True)
+            out[minutes] = arrow_to_candles(_reversed(table))
+        return out
+
+    def get_data_range(self, pair: str) -> dict[str, Any]:
+        """``{'oldest', 'newest', 'total_candles'}`` of the 1-minute (else finest) candles."""
+        symbol = self.canonical(pair)
+        rows = [r for r in self.coverage(symbol) if r.get("interval_minutes")]
+        if not rows:
+            return {"oldest": None, "newest": None, "total_candles": 0}
+        finest = min(rows, key=lambda r: r["interval_minutes"])
+        return {"oldest": finest["first"], "newest": finest["last"],
+                "total_candles": finest["rows"], "interval_minutes": finest["interval_minutes"]}
+
+    def replay_candles(
+        self,
+        pair: str,
+        tf: str | int,
+        start: datetime | int | str | None = None,
+        end: datetime | int | str | None = None,
+        speed: float = 0.0,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Iterator[Candle]:
+        """Yield candles in time order; ``speed`` > 0 paces them (1.0 = real time, 60 = a minute
+        per second), 0 = as fast as possible."""
+        if speed < 0:
+            raise InvalidRequestError(f"speed must be >= 0, got {speed}")
+        previous: Candle | None = None
+        for candle in self.get_candles(pair, tf, start, end):
+            if speed and previous is not None:
+                sleep((candle.timestamp - previous.timestamp).total_seconds() / speed)
+            previous = candle
+            yield candle
+
+    def get_symbols(self) -> list[str]:
+        """Symbols with any stored candles or trades, sorted."""
+        return sorted({r["symbol"] for r in self.coverage()})
+
+    def get_sync_status(self, pair: str | None = None) -> list[dict[str, Any]]:
+        """``data_sync_status`` rows, for one pair or all."""
+        return self.read_sync_status(self.canonical(pair) if pair else None)
+
+    def info(self) -> list[dict[str, Any]]:
+        """Per pair/timeframe: first, last, rows, missing buckets and gap runs."""
+        return self.coverage()
+
+    def health_check(self) -> dict[str, Any]:
+        """``{'ok', 'backend', 'url', 'symbols', 'latency_ms', 'error'}`` — never raises."""
+        started = time.perf_counter()
+        try:
+            symbols = self.get_symbols()
+            return {"ok": True, "backend": self.backend, "url": self.url,
+                    "symbols": len(symbols),
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "error": None}
+        except Exception as exc:  # a health check reports, it does not raise
+            return {"ok": False, "backend": self.backend, "url": self.url, "symbols": None,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "error": f"{type(exc).__name__}: {exc}"}
+
+    def require_candles(self, pair: str, tf: str | int) -> None:
+        """Raise ``NoDataError`` naming pair and timeframe if nothing can serve them."""
+        if not self.get_latest_candles(pair, tf, 1, as_="arrow").num_rows:
+            raise NoDataError(f"no {tf} candles stored for {self.canonical(pair)} in {self.url}")
+
+
+TIMEFRAME_NAMES = {v: k for k, v in TIMEFRAMES.items()}

@@ -1,0 +1,909 @@
+# ruff: noqa: S608 - SQL is assembled from module constants; values always travel as parameters
+"""The PostgreSQL market store (``postgresql://…``): psycopg 3 with a connection pool, Arrow in
+and out through ``COPY``, rollup tables kept current incrementally.
+
+Schema (version 1, applied on open under an advisory lock): ``trades``, ``candles``, the rollup
+tables ``candles_5m`` … ``candles_1w``, ``data_sync_status``, ``pairs``, ``schema_version``.
+Every time-series key holds ``timestamp``, so TimescaleDB is a one-line migration per table
+(``SELECT create_hypertable('candles', 'timestamp', migrate_data => true)``); nothing here needs
+TimescaleDB.
+
+How it works:
+
+- Writes COPY the Arrow rows (as CSV made by Arrow: exact decimal text, timestamps as Unix
+  microseconds) into a temporary table, then upsert from it in one transaction, together with the
+  ``data_sync_status`` rows. Candles follow the volume rule (a stored candle is replaced only by
+  a version with volume >= its own; within one batch the largest volume, then the last row,
+  wins).
+- Rollups form a cascade: 5m from 1m candles, 15m from 5m, 30m from 15m, 1h from 30m, 4h from 1h,
+  12h from 4h, 1d from 12h, 1w from 1d (all buckets nest exactly; weeks start Monday). A write of
+  1m rows recomputes only the buckets those rows touch, level by level, in the same
+  transaction; ``refresh_continuous_aggregates()`` rebuilds every level. Where 1m candles carry
+  no quote volume it is taken as vwap × volume (rounded to 18 places at the 5m level).
+- Trades without a Kraken id (Kraken's CSV files) get a deterministic negative id (a hash of
+  symbol, time, price, volume and the occurrence number), so re-importing a file adds nothing;
+  they read back with ``id = None``. A CSV trade is not stored when an API trade with the same
+  symbol, price and volume exists in the same second, and storing such an API trade removes the
+  CSV one — each trade is stored once.
+- Writes to one symbol are serialized (a transaction-scoped advisory lock per symbol), so
+  concurrent writers keep the rollups and the sync counters exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from krakked.errors import InvalidRequestError, StoreError
+from krakked.market.candles import TIMEFRAMES, interval_minutes
+from krakked.store.base import (
+    CANDLE_SCHEMA,
+    PAIR_SCHEMA,
+    ROLLUPS,
+    SCHEMA_VERSION,
+    TRADE_SCHEMA,
+    MarketStore,
+    SyncUpdate,
+)
+
+__all__ = ["PostgresStore", "redact_url"]
+
+log = logging.getLogger("krakked.store.postgres")
+
+_NUM = "numeric(38,18)"
+_MIGRATION_LOCK = 0x6B72616B6B6564  # "krakked": serializes schema migrations across openers
+_BULK_BUCKETS = 2_000  # touched buckets above which a rollup level is recomputed in one pass
+_COPY_CHUNK = 65_536  # rows per COPY block (encoded in a thread while the previous one is sent)
+_TF_NAME = {v: k for k, v in TIMEFRAMES.items()}
+_EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
+_MONDAY = "timestamptz '1970-01-05 00:00:00+00'"  # weekly buckets start on Monday (like Kraken)
+
+# -- schema -----------------------------------------------------------------------------------
+
+_CANDLE_COLUMNS_DDL = f"""
+    symbol text NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    interval_minutes integer NOT NULL,
+    open {_NUM} NOT NULL,
+    high {_NUM} NOT NULL,
+    low {_NUM} NOT NULL,
+    close {_NUM} NOT NULL,
+    volume {_NUM} NOT NULL,
+    quote_volume {_NUM},
+    trade_count bigint,
+    vwap {_NUM},
+    source text"""
+
+_CASCADE: list[tuple[int, int]] = [  # (rollup minutes, the finer level it is built from)
+    (5, 1), (15, 5), (30, 15), (60, 30), (240, 60), (720, 240), (1440, 720), (10080, 1440),
+]
+assert [m for m, _ in _CASCADE] == list(ROLLUPS)
+
+
+def _schema_v1() -> tuple[str, ...]:
+    rollups = tuple(
+        f"""CREATE TABLE {name} ({_CANDLE_COLUMNS_DDL},
+            CHECK (interval_minutes = {minutes}),
+            PRIMARY KEY (symbol, "timestamp"))"""
+        for minutes, name in ROLLUPS.items()
+    )
+    return (
+        f"""CREATE TABLE trades (
+            id bigint NOT NULL,
+            symbol text NOT NULL,
+            "timestamp" timestamptz NOT NULL,
+            price {_NUM} NOT NULL,
+            volume {_NUM} NOT NULL,
+            side text NOT NULL,
+            order_type text,
+            misc text,
+            source text,
+            PRIMARY KEY ("timestamp", symbol, id))""",
+        'CREATE INDEX trades_symbol_time ON trades (symbol, "timestamp", id)',
+        # rows from Kraken's CSV files (no Kraken id): small, and what reconciliation probes
+        'CREATE INDEX trades_without_kraken_id ON trades (symbol, "timestamp") WHERE id < 0',
+        f"""CREATE TABLE candles ({_CANDLE_COLUMNS_DDL},
+            PRIMARY KEY ("timestamp", symbol, interval_minutes))""",
+        "CREATE INDEX candles_symbol_interval_time ON candles "
+        '(symbol, interval_minutes, "timestamp")',
+        *rollups,
+        """CREATE TABLE data_sync_status (
+            symbol text NOT NULL,
+            data_type text NOT NULL,
+            oldest_timestamp timestamptz,
+            newest_timestamp timestamptz,
+            last_sync_at timestamptz NOT NULL,
+            last_kraken_since bigint,
+            total_records bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (symbol, data_type))""",
+        f"""CREATE TABLE pairs (
+            canonical text PRIMARY KEY,
+            base text, quote text, rest_symbol text, ws_symbol text, wsname text, raw_name text,
+            price_decimals integer, volume_decimals integer,
+            lot_size {_NUM}, ordermin {_NUM}, costmin {_NUM}, tick_size {_NUM},
+            status text, updated_at timestamptz)""",
+    )
+
+
+_MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
+    (1, "market store: trades, candles, rollups, data_sync_status, pairs", _schema_v1()),
+]
+"""(version, what it does, statements). Append a step to change the schema; never edit one."""
+assert _MIGRATIONS[-1][0] == SCHEMA_VERSION
+
+
+# -- URLs and errors ----------------------------------------------------------------------------
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (in the user info and in the query)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "postgresql://***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostinfo}"
+    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _conninfo(url: str) -> str:
+    """Accept ``postgres://`` and SQLAlchemy-style ``postgresql+psycopg://`` too."""
+    return re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql://", url, count=1)
+
+
+def _target(url: str) -> str:
+    """``host=… port=… database=…`` for messages: where, never the password."""
+    import psycopg.conninfo
+
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(_conninfo(url))
+    except Exception:  # an unparseable URL: show what it looks like, redacted
+        return redact_url(url)
+    host = info.get("host") or info.get("hostaddr") or "localhost (default socket)"
+    return (f"host={host} port={info.get('port') or 5432} "
+            f"database={info.get('dbname') or info.get('user') or '(default)'}")
+
+
+def _secrets(url: str) -> list[str]:
+    found = []
+    with contextlib.suppress(Exception):
+        import psycopg.conninfo
+
+        password = psycopg.conninfo.conninfo_to_dict(_conninfo(url)).get("password")
+        if password:
+            found.append(str(password))
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(url)
+        if parts.password:
+            found.append(parts.password)
+    return found
+
+
+# -- Arrow <-> COPY -----------------------------------------------------------------------------
+
+def _pg_type(t: pa.DataType) -> str:
+    if pa.types.is_decimal(t):
+        return _NUM
+    if pa.types.is_timestamp(t) or pa.types.is_int64(t):
+        return "bigint"  # timestamps travel as Unix microseconds
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    return "text"
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _ts_in(expr: str) -> str:
+    return f"({_EPOCH} + {expr} * interval '1 microsecond')"
+
+
+def _encode(table: pa.Table, first_ord: int) -> bytes:
+    """Rows -> CSV for ``COPY … (FORMAT csv)``: exact decimal text (trailing zeros trimmed),
+    timestamps as Unix microseconds, then a row ordinal."""
+    cols: list[pa.ChunkedArray | pa.Array] = []
+    for field, col in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_decimal(field.type):
+            col = col.cast(pa.string())
+            if field.type.scale > 0:  # "1.500000…" -> "1.5" ("2." is valid numeric input)
+                col = pc.utf8_rtrim(col, characters="0")
+        elif pa.types.is_timestamp(field.type):
+            col = col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        cols.append(col)
+    cols.append(pa.array(range(first_ord, first_ord + table.num_rows), pa.int64()))
+    out = io.BytesIO()
+    pacsv.write_csv(pa.table(cols, names=[*table.column_names, "_ord"]), out,
+                    pacsv.WriteOptions(include_header=False))
+    return out.getvalue()
+
+
+def _copy_in(cur: Any, temp: str, table: pa.Table) -> None:
+    """Create temporary table ``temp`` (dropped at commit) shaped like ``table`` plus ``_ord``,
+    and COPY the rows into it."""
+    cols = ", ".join(f"{_q(f.name)} {_pg_type(f.type)}" for f in table.schema)
+    cur.execute(f"CREATE TEMP TABLE {temp} ({cols}, _ord bigint) ON COMMIT DROP")
+    if not table.num_rows:
+        return
+    with ThreadPoolExecutor(1) as pool, cur.copy(f"COPY {temp} FROM STDIN (FORMAT csv)") as copy:
+        pending: deque[Future[bytes]] = deque()
+        for offset in range(0, table.num_rows, _COPY_CHUNK):
+            pending.append(pool.submit(_encode, table.slice(offset, _COPY_CHUNK), offset))
+            if len(pending) > 2:
+                copy.write(pending.popleft().result())
+        while pending:
+            copy.write(pending.popleft().result())
+
+
+def _select_out(schema: pa.Schema, alias: str = "") -> str:
+    """A SELECT list in ``schema`` order for ``_copy_out``: decimals without trailing zeros
+    (less to send and parse; the value is unchanged)."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(
+        f"trim_scale({prefix}{_q(f.name)}) AS {_q(f.name)}" if pa.types.is_decimal(f.type)
+        else f"{prefix}{_q(f.name)}"
+        for f in schema
+    )
+
+
+def _copy_out(cur: Any, query: str, params: Sequence[Any] | dict[str, Any],
+              schema: pa.Schema) -> pa.Table:
+    """Run ``query`` (columns as ``_select_out`` gives them) through ``COPY … TO STDOUT`` and
+    parse it with Arrow into ``schema``. Timestamps arrive as ISO text in UTC (the pool's
+    sessions use ``TimeZone=UTC``, ``DateStyle=ISO``)."""
+    buf = bytearray()
+    with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)", params) as copy:
+        for block in copy:
+            buf += block
+    if not buf:
+        return schema.empty_table()
+    table = pacsv.read_csv(
+        pa.py_buffer(buf),
+        read_options=pacsv.ReadOptions(column_names=schema.names),
+        convert_options=pacsv.ConvertOptions(
+            column_types={f.name: f.type for f in schema}, null_values=[""],
+            strings_can_be_null=True, quoted_strings_can_be_null=False),
+    )
+    return table.cast(schema)
+
+
+# -- aggregation SQL ----------------------------------------------------------------------------
+
+def _bucket(minutes: int, expr: str) -> str:
+    origin = _MONDAY if minutes == 10080 else _EPOCH
+    return f"date_bin(interval '{minutes} minutes', {expr}, {origin})"
+
+
+def _agg_columns(minutes: int, bucket: str) -> str:
+    """Aggregates of source rows ``s`` into one candle per (symbol, ``bucket``)."""
+    quote = "coalesce(s.quote_volume, s.vwap * s.volume)"
+    full = f"count(*) = count({quote})"
+    return f"""s.symbol, {bucket} AS "timestamp", {minutes} AS interval_minutes,
+        (array_agg(s.open ORDER BY s."timestamp"))[1] AS open,
+        max(s.high) AS high, min(s.low) AS low,
+        (array_agg(s.close ORDER BY s."timestamp" DESC))[1] AS close,
+        sum(s.volume) AS volume,
+        CASE WHEN {full} THEN round(sum({quote}), 18) END AS quote_volume,
+        sum(s.trade_count) AS trade_count,
+        CASE WHEN {full} AND sum(s.volume) <> 0
+             THEN round(sum({quote}) / sum(s.volume), 18) END AS vwap,
+        CASE WHEN min(s.source) = max(s.source) THEN min(s.source) ELSE 'trades' END AS source"""
+
+
+def _rollup_source(level: int) -> tuple[str, str]:
+    """(table, extra condition) holding the rows a rollup of ``level``'s finer level."""
+    if level == 1:
+        return "candles", "AND s.interval_minutes = 1"
+    return ROLLUPS[level], ""
+
+
+_CANDLE_NAMES = ", ".join(_q(n) for n in CANDLE_SCHEMA.names)
+_CANDLE_VALUES = [_q(n) for n in CANDLE_SCHEMA.names
+                  if n not in ("symbol", "timestamp", "interval_minutes")]
+_CANDLE_UPDATE = ", ".join(f"{n} = excluded.{n}" for n in _CANDLE_VALUES)
+_ROLLUP_UPDATE = (f"{_CANDLE_UPDATE} WHERE ({', '.join(f'd.{n}' for n in _CANDLE_VALUES)}) "
+                  f"IS DISTINCT FROM ({', '.join(f'excluded.{n}' for n in _CANDLE_VALUES)})")
+"""A rollup row is rewritten (and reported upwards) only when its values change."""
+
+
+def _rollup_touched_sql(minutes: int, finer: int, touched: str, out: str) -> str:
+    """Recompute the ``minutes`` buckets holding the (symbol, timestamp) rows of ``touched``;
+    record the buckets written in ``out``. Each bucket reads its own index range, whatever the
+    planner's statistics say (a late minute costs one bucket per level)."""
+    src, cond = _rollup_source(finer)
+    return f"""
+        WITH w AS (
+            INSERT INTO {ROLLUPS[minutes]} AS d ({_CANDLE_NAMES})
+            SELECT a.* FROM (
+                SELECT DISTINCT symbol, {_bucket(minutes, '"timestamp"')} AS b
+                FROM {touched}) t
+            CROSS JOIN LATERAL (
+                SELECT {_agg_columns(minutes, "t.b")} FROM {src} s
+                WHERE s.symbol = t.symbol AND s."timestamp" >= t.b
+                  AND s."timestamp" < t.b + interval '{minutes} minutes' {cond}
+                GROUP BY s.symbol) a
+            ORDER BY a.symbol, a."timestamp"
+            ON CONFLICT (symbol, "timestamp") DO UPDATE SET {_ROLLUP_UPDATE}
+            RETURNING d.symbol, d."timestamp")
+        INSERT INTO {out} SELECT symbol, "timestamp" FROM w"""
+
+
+def _rollup_bulk_sql(minutes: int, finer: int, touched: str, out: str) -> str:
+    """``_rollup_touched_sql`` for many touched buckets: one pass over the source rows between
+    the first and the last touched bucket (parameters: symbols, start, end), hash-joined to the
+    touched buckets (run with nested loops off, so no statistics can make it quadratic)."""
+    src, cond = _rollup_source(finer)
+    return f"""
+        WITH t AS (
+            SELECT DISTINCT symbol, {_bucket(minutes, '"timestamp"')} AS b FROM {touched}),
+        w AS (
+            INSERT INTO {ROLLUPS[minutes]} AS d ({_CANDLE_NAMES})
+            SELECT {_agg_columns(minutes, "t.b")}
+            FROM {src} s
+            JOIN t ON t.symbol = s.symbol AND t.b = {_bucket(minutes, 's."timestamp"')}
+            WHERE s.symbol = ANY(%s) AND s."timestamp" >= %s AND s."timestamp" < %s {cond}
+            GROUP BY s.symbol, t.b
+            ORDER BY s.symbol, t.b
+            ON CONFLICT (symbol, "timestamp") DO UPDATE SET {_ROLLUP_UPDATE}
+            RETURNING d.symbol, d."timestamp")
+        INSERT INTO {out} SELECT symbol, "timestamp" FROM w"""
+
+
+def _rollup_range_sql(minutes: int, finer: int, out: str) -> str:
+    """Recompute every ``minutes`` bucket between two bucket boundaries (parameters: symbols,
+    start, end) — for writes that touch (nearly) all of them; record the buckets changed."""
+    src, cond = _rollup_source(finer)
+    bucket = _bucket(minutes, 's."timestamp"')
+    return f"""
+        WITH w AS (
+            INSERT INTO {ROLLUPS[minutes]} AS d ({_CANDLE_NAMES})
+            SELECT {_agg_columns(minutes, bucket)}
+            FROM {src} s
+            WHERE s.symbol = ANY(%s) AND s."timestamp" >= %s AND s."timestamp" < %s {cond}
+            GROUP BY s.symbol, {bucket}
+            ORDER BY s.symbol, {bucket}
+            ON CONFLICT (symbol, "timestamp") DO UPDATE SET {_ROLLUP_UPDATE}
+            RETURNING d.symbol, d."timestamp")
+        INSERT INTO {out} SELECT symbol, "timestamp" FROM w"""
+
+
+def _rollup_rebuild_sql(minutes: int, finer: int) -> str:
+    src, cond = _rollup_source(finer)
+    bucket = _bucket(minutes, 's."timestamp"')
+    return f"""
+        INSERT INTO {ROLLUPS[minutes]} ({_CANDLE_NAMES})
+        SELECT {_agg_columns(minutes, bucket)}
+        FROM {src} s WHERE true {cond}
+        GROUP BY s.symbol, {bucket}"""
+
+
+def _sync_target(update: SyncUpdate, kind: str | None = None) -> tuple[str, int | None]:
+    """``data_type`` -> (``trades`` | ``candles``, interval minutes or None); an
+    ``InvalidRequestError`` naming it if it describes neither (or not ``kind`` when given)."""
+    target: tuple[str, int | None] | None = None
+    if update.data_type == "trades":
+        target = ("trades", None)
+    elif update.data_type.startswith("candles_"):
+        with contextlib.suppress(InvalidRequestError):
+            target = ("candles", interval_minutes(update.data_type.removeprefix("candles_")))
+    if target is None:
+        raise InvalidRequestError(
+            f"data_sync_status data_type must be trades or candles_<timeframe> "
+            f"({', '.join(TIMEFRAMES)}), not {update.data_type!r}")
+    if kind is not None and target[0] != kind:
+        raise InvalidRequestError(
+            f"sync status {update.data_type!r} does not describe the {kind} written")
+    return target
+
+
+def _status_source(data_type: str) -> tuple[str, tuple[Any, ...]]:
+    """(FROM … WHERE clause with a ``%s`` for the symbol, extra params) behind a data type."""
+    kind, minutes = _sync_target(SyncUpdate("", data_type))
+    if kind == "trades":
+        return "trades WHERE symbol = %s", ()
+    return "candles WHERE symbol = %s AND interval_minutes = %s", (minutes,)
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+class PostgresStore(MarketStore):
+    """The market store in PostgreSQL (15+; TimescaleDB not needed)."""
+
+    backend = "postgresql"
+
+    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10,
+                 connect_timeout: float = 10.0) -> None:
+        super().__init__()
+        if not 1 <= min_size <= max_size:
+            raise StoreError(f"pool sizes must satisfy 1 <= min_size <= max_size, got "
+                             f"{min_size}..{max_size}")
+        self.url = redact_url(url)
+        self._target = _target(url)
+        self._secrets = _secrets(url)
+        conninfo = _conninfo(url)
+        import psycopg
+        from psycopg_pool import ConnectionPool
+
+        try:
+            with psycopg.connect(conninfo, connect_timeout=max(1, int(connect_timeout))) as conn:
+                self._migrate(conn)
+        except psycopg.Error as exc:
+            raise self._error("cannot open the PostgreSQL store", exc) from None
+        self._pool = ConnectionPool(
+            conninfo, min_size=min_size, max_size=max_size, open=False,
+            kwargs={"connect_timeout": max(1, int(connect_timeout))},
+            configure=_configure, timeout=60.0, name="krakked-store")
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout * 2)
+        except psycopg.Error as exc:
+            self._pool.close()
+            raise self._error("cannot open the PostgreSQL connection pool", exc) from None
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        message = str(exc).strip() or type(exc).__name__
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return StoreError(f"{what} at {self._target}: {message}")
+
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[Any]:
+        """A pooled connection's cursor inside one transaction (committed at the end)."""
+        import psycopg
+
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                yield cur
+        except psycopg.Error as exc:
+            raise self._error(f"PostgreSQL store: {what} failed", exc) from None
+
+    @staticmethod
+    def _migrate(conn: Any) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute("""CREATE TABLE IF NOT EXISTS schema_version (
+                version integer PRIMARY KEY,
+                description text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())""")
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+            current = int(row[0])
+            if current > SCHEMA_VERSION:
+                raise StoreError(f"the database schema is version {current}, newer than this "
+                                 f"krakked understands ({SCHEMA_VERSION}); upgrade krakked")
+            for version, description, statements in _MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version, description) VALUES (%s, %s)",
+                             (version, description))
+                log.info("PostgreSQL store: applied schema version %d (%s)", version,
+                         description)
+
+    @staticmethod
+    def _lock_symbols(cur: Any, symbols: set[str]) -> None:
+        """Serialize writers of the same symbols (rollups and sync counters stay exact)."""
+        for symbol in sorted(symbols):
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                        (f"krakked:{symbol}",))
+
+    @staticmethod
+    def _refresh_status(cur: Any, deltas: dict[tuple[str, str], int]) -> None:
+        """Existing ``data_sync_status`` rows of the touched (symbol, data_type): oldest/newest
+        from the table, ``total_records`` moved by the rows added or removed."""
+        for (symbol, data_type), delta in sorted(deltas.items()):
+            where, extra = _status_source(data_type)
+            args = (symbol, *extra)
+            cur.execute(
+                f"""UPDATE data_sync_status SET
+                    oldest_timestamp = (SELECT min("timestamp") FROM {where}),
+                    newest_timestamp = (SELECT max("timestamp") FROM {where}),
+                    total_records = total_records + %s
+                    WHERE symbol = %s AND data_type = %s""",
+                (*args, *args, delta, symbol, data_type))
+
+    @staticmethod
+    def _apply_sync(cur: Any, sync: Sequence[SyncUpdate]) -> None:
+        for update in sync:
+            cur.execute(
+                """UPDATE data_sync_status SET last_sync_at = now(),
+                   last_kraken_since = coalesce(%s, last_kraken_since)
+                   WHERE symbol = %s AND data_type = %s""",
+                (update.last_kraken_since, update.symbol, update.data_type))
+            if cur.rowcount:
+                continue
+            where, extra = _status_source(update.data_type)
+            stats = f'SELECT min("timestamp"), max("timestamp"), count(*) FROM {where}'
+            args = (update.symbol, *extra)
+            cur.execute(
+                f"""INSERT INTO data_sync_status (symbol, data_type, oldest_timestamp,
+                    newest_timestamp, total_records, last_sync_at, last_kraken_since)
+                    SELECT %s, %s, x.*, now(), %s FROM ({stats}) x""",
+                (update.symbol, update.data_type, update.last_kraken_since, *args))
+
+    @staticmethod
+    def _maintain_rollups(cur: Any, touched: str, *, prune: bool = True) -> None:
+        """Recompute the rollup buckets holding the 1m (symbol, timestamp) rows in ``touched``,
+        level by level, each level only where the level below changed: bucket by bucket when
+        few or scattered, in one pass when many (every bucket of the span when nearly all).
+        ``prune=False`` recomputes every level (after rows were deleted under it)."""
+        previous, changed = touched, -1
+        for minutes, finer in _CASCADE:
+            if changed == 0 and prune:
+                break  # nothing changed below: nothing above can change
+            out = f"_kk_touched_{minutes}"
+            cur.execute(f'CREATE TEMP TABLE {out} (symbol text, "timestamp" timestamptz) '
+                        "ON COMMIT DROP")
+            buckets, density = 0, 0.0
+            if changed < 0 or changed > _BULK_BUCKETS:  # (changed is -1 on the first level)
+                cur.execute(f"""SELECT count(*), array_agg(DISTINCT symbol), min(b),
+                                       max(b) + interval '{minutes} minutes'
+                                FROM (SELECT DISTINCT symbol,
+                                      {_bucket(minutes, '"timestamp"')} AS b
+                                      FROM {previous}) t""")
+                buckets, symbols, lo, hi = cur.fetchone()
+                if buckets:
+                    span = (hi - lo).total_seconds() / 60 / minutes * len(symbols)
+                    density = buckets / span
+            if buckets > _BULK_BUCKETS and density >= 0.9:
+                cur.execute(_rollup_range_sql(minutes, finer, out), (symbols, lo, hi))
+            elif buckets > _BULK_BUCKETS and density >= 0.2:
+                cur.execute("SET LOCAL enable_nestloop = off")
+                cur.execute(_rollup_bulk_sql(minutes, finer, previous, out), (symbols, lo, hi))
+                cur.execute("SET LOCAL enable_nestloop = on")
+            else:
+                cur.execute(_rollup_touched_sql(minutes, finer, previous, out))
+            changed = cur.rowcount
+            previous = out if prune else touched  # unpruned: the same instants, every level
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_candles(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
+        for update in sync:
+            _sync_target(update, "candles")
+        table = table.select(CANDLE_SCHEMA.names)
+        symbols = set(pc.unique(table["symbol"]).to_pylist()) if table.num_rows else set()
+        with self._transaction("writing candles") as cur:
+            self._lock_symbols(cur, symbols | {s.symbol for s in sync})
+            written = 0
+            if table.num_rows:
+                written = self._upsert_candles(cur, table)
+            self._apply_sync(cur, sync)
+        return written
+
+    def _upsert_candles(self, cur: Any, table: pa.Table) -> int:
+        cur.execute("SET LOCAL work_mem = '128MB'")
+        _copy_in(cur, "_kk_in_candles", table)
+        cols = ", ".join(_ts_in('"timestamp"') if n == "timestamp" else _q(n)
+                         for n in CANDLE_SCHEMA.names)
+        cur.execute('CREATE TEMP TABLE _kk_changed (symbol text, "timestamp" timestamptz, '
+                    "interval_minutes integer, inserted boolean) ON COMMIT DROP")
+        cur.execute(f"""
+            WITH up AS (
+                INSERT INTO candles AS c ({_CANDLE_NAMES})
+                SELECT {cols} FROM (
+                    SELECT DISTINCT ON ("timestamp", symbol, interval_minutes) *
+                    FROM _kk_in_candles
+                    ORDER BY "timestamp", symbol, interval_minutes, volume DESC, _ord DESC) i
+                ON CONFLICT ("timestamp", symbol, interval_minutes) DO UPDATE
+                SET {_CANDLE_UPDATE} WHERE excluded.volume >= c.volume
+                RETURNING c.symbol, c."timestamp", c.interval_minutes, c.xmax = 0)
+            INSERT INTO _kk_changed SELECT * FROM up""")
+        written = cur.rowcount
+        if not written:
+            return 0
+        cur.execute("""SELECT symbol, interval_minutes, count(*) FILTER (WHERE inserted)
+                       FROM _kk_changed GROUP BY symbol, interval_minutes""")
+        groups = cur.fetchall()
+        if any(minutes == 1 for _, minutes, _ in groups):
+            cur.execute("ANALYZE _kk_changed")
+            self._maintain_rollups(cur, '(SELECT symbol, "timestamp" FROM _kk_changed '
+                                        "WHERE interval_minutes = 1) AS changed")
+        self._refresh_status(cur, {
+            (symbol, f"candles_{_TF_NAME[minutes]}"): inserted
+            for symbol, minutes, inserted in groups if minutes in _TF_NAME})
+        return int(written)
+
+    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
+        for update in sync:
+            _sync_target(update, "trades")
+        table = table.select(TRADE_SCHEMA.names)
+        symbols = set(pc.unique(table["symbol"]).to_pylist()) if table.num_rows else set()
+        with self._transaction("writing trades") as cur:
+            self._lock_symbols(cur, symbols | {s.symbol for s in sync})
+            inserted = self._insert_trades(cur, table) if table.num_rows else 0
+            self._apply_sync(cur, sync)
+        return inserted
+
+    def _insert_trades(self, cur: Any, table: pa.Table) -> int:
+        cur.execute("SET LOCAL work_mem = '128MB'")
+        _copy_in(cur, "_kk_in_trades", table)
+        cur.execute('CREATE TEMP TABLE _kk_new (symbol text, "timestamp" timestamptz, '
+                    f"price {_NUM}, volume {_NUM}, kraken_id boolean) ON COMMIT DROP")
+        names = ", ".join(_q(n) for n in TRADE_SCHEMA.names)
+        rest = ", ".join(_ts_in('"timestamp"') if n == "timestamp" else _q(n)
+                         for n in TRADE_SCHEMA.names[1:])
+        has_api = bool(pc.any(pc.is_valid(table["id"])).as_py())
+        has_csv = bool(pc.any(pc.is_null(table["id"])).as_py())
+        if has_api:
+            cur.execute(f"""
+                WITH ins AS (
+                    INSERT INTO trades ({names})
+                    SELECT id, {rest} FROM _kk_in_trades WHERE id IS NOT NULL
+                    ORDER BY "timestamp", symbol, id
+                    ON CONFLICT DO NOTHING
+                    RETURNING symbol, "timestamp", price, volume)
+                INSERT INTO _kk_new SELECT *, true FROM ins""")
+        if has_csv:
+            second = "date_trunc('second', i.ts)"
+            cur.execute(
+                """SELECT EXISTS (SELECT 1 FROM trades a JOIN (
+                       SELECT symbol, min("timestamp") AS lo, max("timestamp") AS hi
+                       FROM _kk_in_trades WHERE id IS NULL GROUP BY symbol) r
+                     ON a.symbol = r.symbol AND a.id >= 0
+                    AND a."timestamp" >= """ + _ts_in("r.lo") + """ - interval '1 second'
+                    AND a."timestamp" < """ + _ts_in("r.hi") + """ + interval '1 second')""")
+            overlaps_api = bool(cur.fetchone()[0])
+            not_stored = f"""AND NOT EXISTS (
+                SELECT 1 FROM trades a WHERE a.symbol = i.symbol AND a.id >= 0
+                AND a.price = i.price AND a.volume = i.volume
+                AND a."timestamp" >= {second} AND a."timestamp" < {second} + interval '1 second')"""
+            cur.execute(f"""
+                WITH i AS (
+                    SELECT *, {_ts_in('"timestamp"')} AS ts, row_number() OVER (
+                        PARTITION BY symbol, "timestamp", price, volume ORDER BY _ord) AS n
+                    FROM _kk_in_trades WHERE id IS NULL),
+                ins AS (
+                    INSERT INTO trades ({names})
+                    SELECT -1 - ('x' || left(md5(concat_ws('|', symbol, "timestamp", price,
+                                 volume, n)), 15))::bit(60)::bigint,
+                           symbol, ts, price, volume, side, order_type, misc, source
+                    FROM i WHERE true {not_stored if overlaps_api else ""}
+                    ORDER BY ts, symbol
+                    ON CONFLICT DO NOTHING
+                    RETURNING symbol, "timestamp", price, volume)
+                INSERT INTO _kk_new SELECT *, false FROM ins""")
+        cur.execute("SELECT symbol, count(*) FROM _kk_new GROUP BY symbol")
+        deltas = {(symbol, "trades"): int(n) for symbol, n in cur.fetchall()}
+        inserted = sum(deltas.values())
+        if has_api and inserted:
+            cur.execute("SELECT EXISTS (SELECT 1 FROM trades WHERE id < 0 AND symbol = ANY(%s))",
+                        (sorted({s for (s, _) in deltas}),))
+            csv_rows = bool(cur.fetchone()[0])
+        if has_api and inserted and csv_rows:
+            # CSV rows (no Kraken id) that an API trade now covers: same symbol, price, volume
+            # and second.
+            cur.execute("""
+                WITH gone AS (
+                    DELETE FROM trades t USING _kk_new n
+                    WHERE n.kraken_id AND t.id < 0 AND t.symbol = n.symbol
+                      AND t."timestamp" >= date_trunc('second', n."timestamp")
+                      AND t."timestamp" < date_trunc('second', n."timestamp") + interval '1 second'
+                      AND t.price = n.price AND t.volume = n.volume
+                    RETURNING t.symbol)
+                SELECT symbol, count(*) FROM gone GROUP BY symbol""")
+            for symbol, n in cur.fetchall():
+                deltas[(symbol, "trades")] = deltas.get((symbol, "trades"), 0) - int(n)
+        self._refresh_status(cur, deltas)
+        return inserted
+
+    def write_pairs(self, table: pa.Table) -> None:
+        table = table.select(PAIR_SCHEMA.names).cast(PAIR_SCHEMA)
+        names = ", ".join(_q(n) for n in PAIR_SCHEMA.names)
+        cols = ", ".join(_ts_in(_q(f.name)) if pa.types.is_timestamp(f.type) else _q(f.name)
+                         for f in PAIR_SCHEMA)
+        with self._transaction("writing pairs") as cur:
+            _copy_in(cur, "_kk_in_pairs", table)
+            cur.execute("DELETE FROM pairs")
+            cur.execute(f"""INSERT INTO pairs ({names})
+                SELECT DISTINCT ON (canonical) {cols} FROM _kk_in_pairs
+                ORDER BY canonical, _ord DESC""")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read_candles(
+        self,
+        symbol: str,
+        minutes: int,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> pa.Table:
+        divisors = sorted(m for m in set(TIMEFRAMES.values()) if m < minutes and minutes % m == 0)
+        with self._transaction("reading candles") as cur:
+            finest = None
+            if divisors:
+                cur.execute("""SELECT min(i) FROM unnest(%s::integer[]) i WHERE EXISTS (
+                    SELECT 1 FROM candles WHERE symbol = %s AND interval_minutes = i)""",
+                            (divisors, symbol))
+                finest = cur.fetchone()[0]
+            params: dict[str, Any] = {"symbol": symbol, "minutes": minutes,
+                                      "start": start, "end": end}
+            window = "".join((' AND s."timestamp" >= %(start)s' if start else "",
+                              ' AND s."timestamp" < %(end)s' if end else ""))
+            parts = [f"""SELECT {_select_out(CANDLE_SCHEMA, 's')} FROM candles s
+                WHERE s.symbol = %(symbol)s AND s.interval_minutes = %(minutes)s{window}"""]
+            if finest is not None:
+                parts.append(self._derived_sql(cur, finest, minutes, params, window))
+            order = "DESC" if newest_first else ""
+            query = (" UNION ALL ".join(f"({p})" for p in parts)
+                     + f' ORDER BY "timestamp" {order}'
+                     + (" LIMIT %(limit)s" if limit is not None else ""))
+            params["limit"] = max(0, limit) if limit is not None else None
+            return _copy_out(cur, query, params, CANDLE_SCHEMA)
+
+    @staticmethod
+    def _derived_sql(cur: Any, finest: int, minutes: int, params: dict[str, Any],
+                     window: str) -> str:
+        """Buckets of ``minutes`` derived from the ``finest`` stored interval: complete in time,
+        and only where no candle of ``minutes`` itself is stored."""
+        cur.execute("""SELECT max("timestamp") + make_interval(mins => %s) FROM candles
+                       WHERE symbol = %s AND interval_minutes = %s""",
+                    (finest, params["symbol"], finest))
+        params["source_close"] = cur.fetchone()[0]
+        complete = f"""s."timestamp" + interval '{minutes} minutes' <= %(source_close)s
+            AND NOT EXISTS (SELECT 1 FROM candles k WHERE k.symbol = %(symbol)s
+                AND k.interval_minutes = %(minutes)s AND k."timestamp" = s."timestamp")"""
+        if finest == 1 and minutes in ROLLUPS:
+            return f"""SELECT {_select_out(CANDLE_SCHEMA, 's')} FROM {ROLLUPS[minutes]} s
+                WHERE s.symbol = %(symbol)s{window} AND {complete}"""
+        if finest == 1:  # e.g. 15d: from the coarsest rollup that divides it
+            level = max(m for m in ROLLUPS if minutes % m == 0)
+            source, cond = ROLLUPS[level], ""
+        else:
+            source, cond = "candles", f"AND s.interval_minutes = {finest}"
+        bucket = _bucket(minutes, 's."timestamp"')
+        src_window = "".join((
+            f' AND s."timestamp" >= {_bucket(minutes, "%(start)s::timestamptz")}'
+            if params["start"] else "",
+            ' AND s."timestamp" < %(end)s::timestamptz + '
+            f"interval '{minutes} minutes'" if params["end"] else ""))
+        return f"""SELECT {_select_out(CANDLE_SCHEMA, 's')} FROM (
+            SELECT {_agg_columns(minutes, bucket)} FROM {source} s
+            WHERE s.symbol = %(symbol)s {cond}{src_window}
+            GROUP BY s.symbol, {bucket}) s
+            WHERE true{window} AND {complete}"""
+
+    def read_trades(self, symbol: str, start: datetime | None = None,
+                    end: datetime | None = None, limit: int | None = None) -> pa.Table:
+        cols = _select_out(TRADE_SCHEMA, "s").replace(
+            's."id"', 'CASE WHEN s."id" < 0 THEN NULL ELSE s."id" END', 1)
+        query = (f"SELECT {cols} FROM trades s WHERE s.symbol = %(symbol)s"
+                 + (' AND s."timestamp" >= %(start)s' if start else "")
+                 + (' AND s."timestamp" < %(end)s' if end else "")
+                 + ' ORDER BY s."timestamp", s.id'
+                 + (" LIMIT %(limit)s" if limit is not None else ""))
+        params = {"symbol": symbol, "start": start, "end": end,
+                  "limit": max(0, limit) if limit is not None else None}
+        with self._transaction("reading trades") as cur:
+            return _copy_out(cur, query, params, TRADE_SCHEMA)
+
+    def read_pairs(self) -> pa.Table:
+        with self._transaction("reading pairs") as cur:
+            return _copy_out(cur, f"SELECT {_select_out(PAIR_SCHEMA)} FROM pairs "
+                             "ORDER BY canonical", (), PAIR_SCHEMA)
+
+    def coverage(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        where = "WHERE symbol = %(symbol)s" if symbol else ""
+        params = {"symbol": symbol}
+        with self._transaction("reading coverage") as cur:
+            cur.execute(f"""
+                SELECT symbol, interval_minutes, min("timestamp"), max("timestamp"), count(*),
+                       coalesce(sum(step - 1) FILTER (WHERE step > 1), 0),
+                       count(*) FILTER (WHERE step > 1)
+                FROM (SELECT symbol, interval_minutes, "timestamp",
+                        round(extract(epoch FROM "timestamp" - lag("timestamp") OVER w)
+                              / 60 / interval_minutes)::bigint AS step
+                      FROM candles {where}
+                      WINDOW w AS (PARTITION BY symbol, interval_minutes ORDER BY "timestamp")
+                     ) x
+                GROUP BY symbol, interval_minutes""", params)
+            rows: list[dict[str, Any]] = [
+                {"symbol": s, "interval_minutes": m, "first": first, "last": last,
+                 "rows": int(n), "missing": int(missing), "gaps": int(gaps)}
+                for s, m, first, last, n, missing, gaps in cur.fetchall()]
+            cur.execute(f"""SELECT symbol, min("timestamp"), max("timestamp"), count(*)
+                            FROM trades {where} GROUP BY symbol""", params)
+            trades = [{"symbol": s, "interval_minutes": None, "first": first, "last": last,
+                       "rows": int(n), "missing": None, "gaps": None}
+                      for s, first, last, n in cur.fetchall()]
+        for row in rows + trades:
+            for key in ("first", "last"):
+                row[key] = row[key].astimezone(UTC)
+        rows.sort(key=lambda r: (r["symbol"], r["interval_minutes"]))
+        return rows + sorted(trades, key=lambda r: r["symbol"])
+
+    def read_sync_status(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        where = "WHERE symbol = %s" if symbol else ""
+        with self._transaction("reading sync status") as cur:
+            cur.execute(f"""SELECT symbol, data_type, oldest_timestamp, newest_timestamp,
+                            last_sync_at, last_kraken_since, total_records
+                            FROM data_sync_status {where}
+                            ORDER BY symbol, data_type""",
+                        (symbol,) if symbol else ())
+            names = [d.name for d in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        for row in rows:
+            for key in ("oldest_timestamp", "newest_timestamp", "last_sync_at"):
+                if row[key] is not None:
+                    row[key] = row[key].astimezone(UTC)
+        return rows
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def delete_before(self, kind: Literal["trades", "candles"], cutoff: datetime) -> int:
+        if kind not in ("trades", "candles"):
+            raise InvalidRequestError(f"kind must be trades or candles, not {kind!r}")
+        with self._transaction(f"deleting old {kind}") as cur:
+            cur.execute(f"SELECT DISTINCT symbol FROM {kind}")
+            self._lock_symbols(cur, {r[0] for r in cur.fetchall()})
+            cur.execute(f'DELETE FROM {kind} WHERE "timestamp" < %s', (cutoff,))
+            deleted = int(cur.rowcount)
+            if kind == "candles" and deleted:
+                for name in ROLLUPS.values():
+                    cur.execute(f'DELETE FROM {name} WHERE "timestamp" < %s',
+                                (cutoff,))
+                # the buckets holding the cutoff: rebuilt from the 1m rows that remain
+                cur.execute("""CREATE TEMP TABLE _kk_touched_1 ON COMMIT DROP AS
+                    SELECT DISTINCT symbol, %s::timestamptz AS "timestamp" FROM candles
+                    WHERE interval_minutes = 1""", (cutoff,))
+                self._maintain_rollups(cur, "_kk_touched_1", prune=False)
+            if deleted:
+                cur.execute("SELECT symbol, data_type FROM data_sync_status")
+                for symbol, data_type in cur.fetchall():
+                    with contextlib.suppress(InvalidRequestError):
+                        if _sync_target(SyncUpdate(symbol, data_type))[0] == kind:
+                            self._recount_status(cur, symbol, data_type)
+        return deleted
+
+    @staticmethod
+    def _recount_status(cur: Any, symbol: str, data_type: str) -> None:
+        where, extra = _status_source(data_type)
+        cur.execute(
+            f"""UPDATE data_sync_status d SET (oldest_timestamp, newest_timestamp,
+                total_records) = (SELECT min("timestamp"), max("timestamp"), count(*)
+                FROM {where}) WHERE d.symbol = %s AND d.data_type = %s""",
+            (symbol, *extra, symbol, data_type))
+
+    def refresh_continuous_aggregates(self) -> None:
+        """Rebuild every rollup table from the 1-minute candles (one transaction)."""
+        with self._transaction("rebuilding rollups") as cur:
+            cur.execute("SET LOCAL work_mem = '256MB'")
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('krakked:rollups', 0))")
+            cur.execute("LOCK TABLE candles IN SHARE MODE")  # no 1m writes while rebuilding
+            cur.execute("TRUNCATE " + ", ".join(ROLLUPS.values()))
+            for minutes, finer in _CASCADE:
+                cur.execute(_rollup_rebuild_sql(minutes, finer))
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        pool = getattr(self, "_pool", None)
+        if pool is not None and not pool.closed:
+            pool.close()
+
+
+def _configure(conn: Any) -> None:
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.execute("SET DateStyle = 'ISO'")
+    conn.commit()
+

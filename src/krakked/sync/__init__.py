@@ -1,0 +1,1 @@
+"""Jobs that move data into the store; each idempotent and resumable."""

@@ -1,0 +1,46 @@
+"""Shared fixtures: a market store of every backend (the same tests run against each)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from krakked.store import MarketStore, open_store
+
+BACKENDS = ("duckdb", "parquet", "csv", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store URL of each backend."""
+    kind = request.param
+    if kind == "duckdb":
+        return f"duckdb:///{tmp_path / 'market.duckdb'}"
+    if kind in ("parquet", "csv"):
+        return f"{kind}:///{tmp_path / kind}"
+    return request.getfixturevalue("postgres_db_url")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[MarketStore]:
+    with open_store(store_url) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster for the session (see tests/postgres_server.py)."""
+    from tests.postgres_server import throwaway_cluster
+
+    with throwaway_cluster() as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def postgres_db_url(postgres_server: str) -> str:
+    """A fresh database in the session's cluster."""
+    from tests.postgres_server import fresh_database
+
+    return fresh_database(postgres_server)

@@ -1,0 +1,250 @@
+"""Market data end to end against krakked.sim: the universe, OHLC backfill (closed candles only,
+incremental), the Python API, the original history facade, the CLI, export via dlt."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from krakked.api import Market
+from krakked.cli import app
+from krakked.config import load_settings
+from krakked.errors import InvalidRequestError, UnknownPairError
+from krakked.history import HistoricalDataProvider
+from krakked.kraken.limits import PublicLimiter
+from krakked.kraken.spot import SpotClient
+from krakked.sim import SimClock, SimConfig, Simulator
+from krakked.sim.server import running
+from krakked.store import open_store
+
+NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> SimClock:
+    return SimClock(NOW)
+
+
+@pytest.fixture
+def sim(clock: SimClock) -> Simulator:
+    return Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic,
+                               public_rate=0))
+
+
+@pytest.fixture
+def market(sim: Simulator, tmp_path: Path, clock: SimClock):
+    settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
+    client = SpotClient(settings=settings, transport=sim.transport(),
+                        public_limiter=PublicLimiter(1000, 1000))
+    with Market(f"duckdb:///{tmp_path / 'm.duckdb'}", settings=settings, client=client) as m:
+        yield m
+
+
+def test_universe_is_the_online_usd_spot_pairs_without_margin(market: Market) -> None:
+    universe = market.get_universe()
+    assert len(universe) >= 30
+    assert "SOLUSD" in universe and "XBTUSD" not in universe  # XBTUSD is a margin pair
+    assert "MATICUSD" not in universe  # cancel_only
+    assert not any(p.endswith(("USDT", "XBT", "EUR")) for p in universe)
+    meta = market.get_pair_metadata("BTC/USD")  # any pair resolves, not only the universe
+    assert (meta.canonical, meta.raw_name, meta.ws_symbol) == ("XBTUSD", "XXBTZUSD", "BTC/USD")
+    assert market.resolve("XRP/BTC") == "XRPXBT"
+    with pytest.raises(UnknownPairError, match="XBTUSD"):
+        market.resolve("XBTUS")
+
+
+def test_backfill_stores_closed_candles_only_and_resumes(market: Market, sim: Simulator,
+                                                         clock: SimClock) -> None:
+    first = market.backfill_ohlc("BTC/USD", "1h")
+    assert 0 < first.fetched <= 719 and first.stored == first.fetched
+    assert any("720" in n for n in first.notes)
+    candles = market.get_ohlc("XBTUSD", "1h", lookback=5)
+    newest = candles[-1]
+    assert newest.close_time <= NOW  # the running hour is never stored
+    sim_rows = sim.market.ohlc("XXBTZUSD", 60)[0]
+    committed = {int(r[0]): r for r in sim_rows[:-1]}
+    row = committed[int(newest.timestamp.timestamp())]
+    assert (newest.open, newest.close, newest.volume) == (Decimal(row[1]), Decimal(row[4]),
+                                                          Decimal(row[6]))
+    clock.advance(2 * 3600)
+    again = market.backfill_ohlc("XBTUSD", "1h")
+    assert again.fetched == 2  # only what closed since: the cursor was kept
+    assert len(market.get_ohlc("XBTUSD", "1h")) == first.fetched + 2
+    status = {r["data_type"]: r for r in market.store.get_sync_status("XBTUSD")}
+    assert status["candles_1h"]["last_kraken_since"] == again.cursor
+
+
+def test_higher_timeframes_derive_from_stored_candles(market: Market) -> None:
+    market.backfill_ohlc("XBTUSD", "1h")
+    four = market.get_ohlc("XBTUSD", "4h", lookback=3)
+    ones = market.get_ohlc_since("XBTUSD", "1h", four[0].timestamp)
+    bucket = [c for c in ones if four[0].timestamp <= c.timestamp < four[0].close_time]
+    assert len(bucket) == 4
+    assert four[0].volume == sum(c.volume for c in bucket)
+    assert four[0].high == max(c.high for c in bucket)
+    assert four[0].open == bucket[0].open and four[0].close == bucket[-1].close
+
+
+def test_12h_is_derived_never_fetched(market: Market) -> None:
+    with pytest.raises(InvalidRequestError, match="12h candles are not served"):
+        market.backfill_ohlc("XBTUSD", "12h")
+
+
+def test_since_in_the_future_is_refused(market: Market) -> None:
+    with pytest.raises(InvalidRequestError, match="in the future"):
+        market.get_ohlc_since("XBTUSD", "1h", datetime.now(UTC) + timedelta(days=2))
+
+
+def test_history_facade_keeps_the_original_async_api(market: Market, tmp_path: Path) -> None:
+    market.backfill_ohlc("XBTUSD", "1h")
+    url = market.store.url
+    market.store.close()
+    assert HistoricalDataProvider.INTERVAL_VIEWS == {
+        1: "candles", 5: "candles_5m", 15: "candles_15m", 30: "candles_30m", 60: "candles_1h",
+        240: "candles_4h", 720: "candles_12h", 1440: "candles_1d", 10080: "candles_1w"}
+
+    async def go() -> tuple:
+        async with HistoricalDataProvider(url) as provider:
+            latest = await provider.get_latest_candles("BTC/USD", 60, 3)
+            warm = await provider.get_warmup_data("XBTUSD", 240, 2)
+            multi = await provider.get_multi_timeframe_candles("XBTUSD", NOW, [60, 240], 2)
+            replayed = [c async for c in provider.replay_candles(
+                "XBTUSD", 60, latest[0].timestamp, NOW, speed=0)]
+            rng = await provider.get_data_range("XBTUSD")
+            status = await provider.get_sync_status("XBTUSD")
+            health = await provider.health_check()
+            return latest, warm, multi, replayed, rng, status, health
+
+    latest, warm, multi, replayed, rng, status, health = asyncio.run(go())
+    assert len(latest) == 3 and latest[0].timestamp < latest[-1].timestamp
+    assert len(warm) == 2 and warm[0].interval_minutes == 240
+    assert set(multi) == {60, 240} and len(multi[60]) == 2
+    assert [c.timestamp for c in replayed] == [c.timestamp for c in latest]
+    assert rng["total_candles"] > 0
+    assert status["candles_1h"]["symbol"] == "XBTUSD"
+    assert health["ok"] is True
+
+
+# -- the CLI, served simulator -----------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text(
+        "[limits]\npublic_rate_per_second = 200.0\npublic_burst = 50\n")
+    sim = Simulator(SimConfig(seed=7, public_rate=0))
+    with running(sim) as info:
+        for k, v in {"KRAKKED_HOME": str(home), "KRAKKED_SPOT_URL": info["spot_url"],
+                     "KRAKKED_FUTURES_URL": info["futures_url"]}.items():
+            monkeypatch.setenv(k, v)
+        for var in ("KRAKKED_STORE", "DATABASE_URL"):
+            monkeypatch.delenv(var, raising=False)
+        yield home
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_universe_backfill_candles_store_info(cli_env: Path) -> None:
+    universe = json.loads(cli("universe", "--json").output)
+    assert len(universe) >= 30 and {"canonical", "ws_symbol", "ordermin"} <= set(universe[0])
+    result = cli("ohlc", "backfill", "XBTUSD", "ETH/USD", "--tf", "1h", "1d", "--json")
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.output)
+    assert {(r["symbol"], r["timeframe"]) for r in done} == {
+        ("XBTUSD", "1h"), ("XBTUSD", "1d"), ("ETHUSD", "1h"), ("ETHUSD", "1d")}
+    table = cli("candles", "XBTUSD", "--tf", "4h", "--last", "20")
+    assert table.exit_code == 0 and "XBTUSD 4h: 20 candles" in table.output
+    csv_out = cli("candles", "XBTUSD", "--tf", "1h", "--since", "2026-11-20", "--format", "csv")
+    lines = csv_out.output.strip().splitlines()
+    assert lines[0].startswith("symbol,interval_minutes,timestamp,open") and len(lines) > 40
+    as_json = json.loads(cli("candles", "XBTUSD", "--tf", "1d", "--last", "3", "--format",
+                             "json").output)
+    assert len(as_json) == 3 and as_json[0]["interval_minutes"] == 1440
+    parquet = CliRunner().invoke(app, ["candles", "XBTUSD", "--tf", "1h", "--last", "5",
+                                       "--format", "parquet"])
+    assert pq.read_table(io.BytesIO(parquet.stdout_bytes)).num_rows == 5
+    info = json.loads(cli("store", "info", "--json").output)
+    series = {(s["symbol"], s["timeframe"]) for s in info["series"]}
+    assert ("XBTUSD", "1h") in series and ("ETHUSD", "1d") in series
+    again = json.loads(cli("ohlc", "backfill", "XBTUSD", "--tf", "1h", "--json").output)
+    assert again[0]["fetched"] <= 1  # nothing new (at most the hour that just closed)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("ohlc", "backfill", "NOPEUSD", "--tf", "1h"), 19, "unknown pair 'NOPEUSD'"),
+        (("ohlc", "backfill", "XBTUSD", "--tf", "2h"), 18, "unsupported timeframe '2h'"),
+        (("candles", "XBTUSD", "--tf", "1h", "--store", "mysql://x/y"), 3, "unknown store URL"),
+    ],
+)
+def test_cli_bad_input_is_one_line_with_its_exit_code(cli_env: Path, capsys, args, code,
+                                                      fragment) -> None:
+    from krakked.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    assert info.value.code == code
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "Traceback" not in err
+
+
+def test_cli_export_to_duckdb_is_incremental(cli_env: Path) -> None:
+    assert cli("ohlc", "backfill", "XBTUSD", "--tf", "1h").exit_code == 0
+    first = json.loads(cli("export", "--destination", "duckdb", "--json").stdout)
+    assert first["rows"]["candles"] > 0
+    second = json.loads(cli("export", "--destination", "duckdb", "--json").stdout)
+    assert second["rows"].get("candles", 0) <= 25  # only the day of overlap, both ends
+    db = cli_env / "data" / "krakked_export.duckdb"
+    with duckdb.connect(str(db), read_only=True) as con:
+        n, distinct = con.execute(
+            "select count(*), count(distinct (timestamp, symbol, interval_minutes)) "
+            "from kraken_market.candles").fetchone()
+    assert n == distinct == first["rows"]["candles"]
+
+
+def test_export_into_postgres_destination(tmp_path: Path, postgres_db_url: str) -> None:
+    from krakked.market.candles import Candle
+    from krakked.store.base import candles_to_arrow
+    from krakked.sync.export import export_market
+
+    store = open_store(f"duckdb:///{tmp_path / 's.duckdb'}")
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    store.upsert_candles(candles_to_arrow(
+        Candle("XBTUSD", start + timedelta(minutes=i), 1, Decimal("100.1"), Decimal("101"),
+               Decimal("99"), Decimal("100.5"), Decimal("0.1"), Decimal("10.05"), 3,
+               Decimal("100.5")) for i in range(120)))
+    from urllib.parse import parse_qs, quote, urlsplit
+
+    import dlt
+
+    # dlt wants host and password in the URL; the test server is trust-auth on a unix socket,
+    # which libpq takes as a percent-encoded directory in the host part.
+    parts = urlsplit(postgres_db_url)
+    query = parse_qs(parts.query)
+    host = quote(query.get("host", [parts.hostname or "localhost"])[0], safe="")
+    port = query.get("port", [str(parts.port or 5432)])[0]
+    destination = dlt.destinations.postgres(
+        credentials=f"postgresql://postgres:unused@{host}:{port}{parts.path}")
+    report = export_market(store, destination, pipelines_dir=tmp_path / "dlt")
+    assert report["rows"]["candles"] == 120
+    import psycopg
+
+    with psycopg.connect(postgres_db_url) as con:
+        (n,) = con.execute("select count(*) from kraken_market.candles").fetchone()
+        (o,) = con.execute("select open from kraken_market.candles limit 1").fetchone()
+    assert n == 120 and o == Decimal("100.1")
+    store.close()

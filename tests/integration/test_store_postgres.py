@@ -1,0 +1,301 @@
+"""What only the PostgreSQL store promises: its pool, its incrementally maintained rollup tables,
+its migrations, its keys, and errors that name the server but never the password. (The promises
+every backend shares are in test_store.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pytest
+
+from krakked.errors import InvalidRequestError, StoreError
+from krakked.market.candles import Candle, resample
+from krakked.store.base import (
+    DECIMAL,
+    ROLLUPS,
+    SCHEMA_VERSION,
+    SyncUpdate,
+    candles_to_arrow,
+)
+from krakked.store.postgres import PostgresStore, redact_url
+
+MONDAY = datetime(2024, 1, 1, tzinfo=UTC)
+Q18 = Decimal(1).scaleb(-18)
+
+
+@pytest.fixture
+def pg(postgres_db_url: str) -> Iterator[PostgresStore]:
+    with PostgresStore(postgres_db_url) as store:
+        yield store
+
+
+def minutes(n: int, *, start: datetime = MONDAY, first: int = 0, volume: str = "0.12345678",
+            symbol: str = "XBTUSD") -> list[Candle]:
+    """``n`` 1m candles from minute ``first``; every third carries only a vwap (like REST)."""
+    out = []
+    for i in range(first, first + n):
+        o = Decimal("42000.1") + Decimal(i % 17) / 10
+        c = o + Decimal(i % 5 - 2) / 10
+        vol = Decimal(volume) + Decimal(i % 7) / 1000
+        vwap = ((o + c) / 2).quantize(Decimal("0.01"))
+        quote = None if i % 3 == 0 else vwap * vol
+        out.append(Candle(symbol, start + timedelta(minutes=i), 1, o, max(o, c) + 1,
+                          min(o, c) - 1, c, vol, quote, 1 + i % 4, vwap, "rest"))
+    return out
+
+
+def stored18(c: Candle) -> Candle:
+    """``c`` as a store keeps it: decimals to 18 places."""
+    return dataclasses.replace(c, **{
+        k: getattr(c, k).quantize(Q18) for k in ("quote_volume", "vwap")
+        if getattr(c, k) is not None})
+
+
+def rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def rollup_contents(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    return {name: rows(url, f'SELECT * FROM {name} ORDER BY symbol, "timestamp"')  # noqa: S608
+            for name in ROLLUPS.values()}
+
+
+def connections(url: str) -> int:
+    dbname = url.split("?")[0].rsplit("/", 1)[1]
+    return rows(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                     "AND pid <> pg_backend_pid()", (dbname,))[0][0]
+
+
+# -- the pool ------------------------------------------------------------------------------------
+
+def test_the_pool_keeps_at_least_two_and_never_more_than_ten_connections(
+        pg: PostgresStore, postgres_db_url: str) -> None:
+    assert connections(postgres_db_url) >= 2
+    peak, stop = [0], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], connections(postgres_db_url))
+            time.sleep(0.02)
+
+    def hold() -> None:
+        with pg._pool.connection() as conn:
+            conn.execute("SELECT pg_sleep(0.4)")
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    workers = [threading.Thread(target=hold) for _ in range(16)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    watcher.join()
+    assert 2 < peak[0] <= 10
+
+
+def test_impossible_pool_sizes_are_refused(postgres_db_url: str) -> None:
+    with pytest.raises(StoreError, match="min_size"):
+        PostgresStore(postgres_db_url, min_size=5, max_size=2)
+
+
+# -- rollups -------------------------------------------------------------------------------------
+
+def test_rollup_tables_follow_writes_bucket_by_bucket_and_a_rebuild_agrees(
+        pg: PostgresStore, postgres_db_url: str) -> None:
+    url = postgres_db_url
+    pg.upsert_candles([c for c in minutes(120) if c.timestamp.minute != 30])
+    hours = rows(url, 'SELECT "timestamp", volume, xmin::text FROM candles_1h ORDER BY 1')
+    assert [h[0] for h in hours] == [MONDAY, MONDAY + timedelta(hours=1)]
+
+    late = minutes(1, first=30)  # the late minute of the first hour
+    assert pg.upsert_candles(late) == 1
+    after = rows(url, 'SELECT "timestamp", volume, xmin::text FROM candles_1h ORDER BY 1')
+    assert after[0][1] == hours[0][1] + late[0].volume  # the first hour changed…
+    assert after[0][2] != hours[0][2]
+    assert after[1] == hours[1]  # …the second was not even rewritten
+
+    stored = [c for c in minutes(120) if c.timestamp != MONDAY + timedelta(minutes=90)]
+    assert pg.get_candles("XBTUSD", "1h") == [stored18(c) for c in resample(stored, 60)]
+
+    before = rollup_contents(url)
+    pg.refresh_continuous_aggregates()
+    assert rollup_contents(url) == before
+    assert len(before["candles_5m"]) == 24 and len(before["candles_1w"]) == 1
+
+
+def test_a_large_write_maintains_rollups_in_one_pass_with_the_same_result(
+        pg: PostgresStore, postgres_db_url: str) -> None:
+    pg.upsert_candles(minutes(3 * 24 * 60))  # 864 buckets of 5m… then 12,960 more minutes
+    pg.upsert_candles(minutes(9 * 24 * 60, first=3 * 24 * 60))
+    pg.upsert_candles(minutes(2 * 24 * 60, first=24 * 60, volume="1"))  # replaces two days
+    incremental = rollup_contents(postgres_db_url)
+    pg.refresh_continuous_aggregates()
+    assert rollup_contents(postgres_db_url) == incremental
+    assert len(incremental["candles_5m"]) == 12 * 24 * 12
+    assert [r[1] for r in incremental["candles_1w"]] == [MONDAY, MONDAY + timedelta(days=7)]
+
+
+def test_many_scattered_minutes_maintain_rollups_with_the_same_result(
+        pg: PostgresStore, postgres_db_url: str) -> None:
+    pg.upsert_candles(minutes(2 * 24 * 60))
+    later = minutes(40 * 24 * 60, first=24 * 60, volume="2")
+    pg.upsert_candles([c for c in later if c.timestamp.minute % 10 == 3
+                       and c.timestamp.hour % 3 == 0])  # 1 in 6 of 2880 5m buckets: each
+    pg.upsert_candles([c for c in later if c.timestamp.minute % 10 == 7])  # half: one pass
+    incremental = rollup_contents(postgres_db_url)
+    pg.refresh_continuous_aggregates()
+    assert rollup_contents(postgres_db_url) == incremental
+
+
+def test_fifteen_day_candles_come_from_the_daily_rollup_and_only_when_complete(
+        pg: PostgresStore) -> None:
+    hourly = [c for c in minutes(40 * 24 * 60) if c.timestamp.minute == 0]
+    pg.upsert_candles(hourly)
+    last_close = hourly[-1].close_time
+    expected = [stored18(c) for c in resample(hourly, 21600)
+                if c.timestamp + timedelta(days=15) <= last_close]
+    got = pg.get_candles("XBTUSD", "15d")
+    assert got == expected and len(got) == 3  # the first holds only the days stored
+    assert pg.get_candles("XBTUSD", "15d", start=expected[1].timestamp) == expected[1:]
+
+
+def test_concurrent_writers_of_one_symbol_keep_rollups_exact(
+        pg: PostgresStore, postgres_db_url: str) -> None:
+    batches = [[c for c in minutes(240) if c.timestamp.minute % 4 == k] for k in range(4)]
+    errors: list[BaseException] = []
+
+    def write(batch: list[Candle]) -> None:
+        try:
+            pg.upsert_candles(batch, sync=[SyncUpdate("XBTUSD", "candles_1m")])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    incremental = rollup_contents(postgres_db_url)
+    pg.refresh_continuous_aggregates()
+    assert rollup_contents(postgres_db_url) == incremental
+    (status,) = pg.read_sync_status("XBTUSD")
+    assert status["total_records"] == 240
+    assert pg.upsert_candles(batches[0], sync=[SyncUpdate("XBTUSD", "candles_1m")]) == 60
+    (status,) = pg.read_sync_status("XBTUSD")
+    assert status["total_records"] == 240  # replaced, not added
+
+
+def test_retention_cutting_through_a_bucket_leaves_rollups_as_a_rebuild_would(
+        pg: PostgresStore, postgres_db_url: str) -> None:
+    pg.upsert_candles(minutes(180), sync=[SyncUpdate("XBTUSD", "candles_1m")])
+    assert pg.apply_retention() == {"trades": 0, "candles": 0}  # off by default
+    assert pg.delete_before("candles", MONDAY + timedelta(minutes=90)) == 90
+    after = rollup_contents(postgres_db_url)
+    pg.refresh_continuous_aggregates()
+    assert rollup_contents(postgres_db_url) == after
+    (status,) = pg.read_sync_status()
+    assert status["total_records"] == 90
+    assert status["oldest_timestamp"] == MONDAY + timedelta(minutes=90)
+
+
+def test_stored_kraken_hours_win_over_the_rollup_in_reads(pg: PostgresStore) -> None:
+    pg.upsert_candles(minutes(120))
+    kraken = Candle("XBTUSD", MONDAY, 60, Decimal("1"), Decimal("2"), Decimal("0.5"),
+                    Decimal("1.5"), Decimal("99"), None, 7, Decimal("1.2"), "rest")
+    pg.upsert_candles([kraken])
+    first, second = pg.get_candles("XBTUSD", "1h")
+    assert first == kraken
+    assert second == stored18(resample(minutes(120)[60:], 60)[0])
+    assert pg.get_candles("XBTUSD", "4h") == []  # the 4h bucket is still running
+
+
+# -- writes are atomic ---------------------------------------------------------------------------
+
+def test_a_failed_write_leaves_neither_rows_nor_sync_status(pg: PostgresStore) -> None:
+    table = candles_to_arrow(minutes(3))
+    volume = pa.array([Decimal("1"), None, Decimal("1")], DECIMAL)
+    broken = table.set_column(7, pa.field("volume", DECIMAL), volume)  # NOT NULL in the table
+    with pytest.raises(StoreError, match="volume"):
+        pg.write_candles(broken, [SyncUpdate("XBTUSD", "candles_1m", 5)])
+    assert pg.read_sync_status() == []
+    assert pg.read_candles("XBTUSD", 1).num_rows == 0
+    assert pg.get_candles("XBTUSD", "5m") == []
+
+
+def test_a_sync_status_of_the_wrong_kind_is_refused_before_writing(pg: PostgresStore) -> None:
+    with pytest.raises(InvalidRequestError, match="trades"):
+        pg.upsert_candles(minutes(2), sync=[SyncUpdate("XBTUSD", "trades")])
+    assert pg.read_candles("XBTUSD", 1).num_rows == 0
+
+
+# -- schema --------------------------------------------------------------------------------------
+
+def test_concurrent_openers_apply_the_migrations_once(postgres_db_url: str) -> None:
+    barrier, opened, errors = threading.Barrier(4), [], []
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            opened.append(PostgresStore(postgres_db_url, min_size=1, max_size=2))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for store in opened:
+        store.close()
+    assert not errors and len(opened) == 4
+    assert rows(postgres_db_url, "SELECT version FROM schema_version ORDER BY 1") == [
+        (v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+def test_a_database_from_a_newer_krakked_is_refused(postgres_db_url: str) -> None:
+    PostgresStore(postgres_db_url).close()
+    with psycopg.connect(postgres_db_url) as conn:
+        conn.execute("INSERT INTO schema_version (version, description) VALUES (99, 'future')")
+    with pytest.raises(StoreError, match="99"):
+        PostgresStore(postgres_db_url)
+
+
+def test_every_time_series_key_holds_the_time_column(pg: PostgresStore,
+                                                     postgres_db_url: str) -> None:
+    keys = dict(rows(postgres_db_url, """
+        SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum)
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE (i.indisprimary OR i.indisunique) AND n.nspname = 'public'
+        GROUP BY c.relname, i.indexrelid"""))
+    series = {"trades", "candles", *ROLLUPS.values()}
+    assert series <= set(keys)
+    for name in series:
+        assert "timestamp" in keys[name], name
+    assert sorted(keys["candles"]) == ["interval_minutes", "symbol", "timestamp"]
+    assert sorted(keys["trades"]) == ["id", "symbol", "timestamp"]
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+def test_a_password_in_the_url_never_appears_in_errors() -> None:
+    url = "postgresql://krakked:hunter2-secret@127.0.0.1:1/marketdb?password=hunter2-secret"
+    with pytest.raises(StoreError) as caught:
+        PostgresStore(url, connect_timeout=2)
+    message = str(caught.value)
+    assert "hunter2-secret" not in message
+    assert "127.0.0.1" in message and "marketdb" in message
+    assert "hunter2-secret" not in redact_url(url)
+    assert redact_url(url).startswith("postgresql://krakked:***@127.0.0.1:1/marketdb")

@@ -49,6 +49,11 @@ ohlc_app = typer.Typer(help="Kraken's OHLC candles into the market store.",
                        no_args_is_help=True)
 store_app = typer.Typer(help="The market store: what it holds.", no_args_is_help=True)
 app.add_typer(ohlc_app, name="ohlc")
+account_app = typer.Typer(
+    help="Your own history (Futures executions, account log, positions; Spot ledgers, trades, "
+         "orders, deposits, withdrawals) into DuckDB or any dlt destination.",
+    no_args_is_help=True)
+app.add_typer(account_app, name="account")
 app.add_typer(store_app, name="store")
 
 StoreOpt = Annotated[
@@ -594,6 +599,118 @@ def export(
     rows = ", ".join(f"{t} {n}" for t, n in sorted(report["rows"].items())) or "nothing new"
     out.print(f"exported to {destination} (dataset {dataset}): {rows} in "
               f"{report['seconds']} s", highlight=False)
+
+
+# -- account history ---------------------------------------------------------------------------
+
+SourceOpt = Annotated[str, typer.Option(
+    "--source", help="futures, spot or all (default futures, as the original pipeline had it).")]
+DestinationOpt = Annotated[str | None, typer.Option(
+    help="A dlt destination: duckdb (default: kraken_<source>_account.duckdb in the data dir), "
+         "postgres, bigquery, snowflake, clickhouse… configured the dlt way.")]
+
+
+@account_app.command(
+    "sync", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def account_sync(
+    ctx: typer.Context,
+    source: SourceOpt = "futures",
+    since: Annotated[str | None, typer.Option(
+        help="ISO time (e.g. 2024-01-01T00:00:00Z) that seeds the FIRST incremental run of each "
+             "resource only; later runs resume from the saved cursors. Without it the first run "
+             "fetches all the history Kraken serves.")] = None,
+    strict: Annotated[bool, typer.Option(help="Fail if any resource or load job fails "
+                                              "(default: log it, load the rest).")] = False,
+    destination: DestinationOpt = None,
+    dev_mode: Annotated[bool, typer.Option(help="dlt dev mode: a fresh dataset and state each "
+                                                "run.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Sync account history incrementally: krakked account sync --resources executions account_log
+
+    --resources takes one or more of — futures: executions account_log position_history tickers
+    open_positions; spot: balances ledgers trades_history closed_orders deposits withdrawals
+    (default: all of the source's). Each run resumes from the cursors stored with the data, merges
+    on natural keys (re-runs never duplicate), and logs rows, duration, cursors and API retries.
+    Pipelines kraken_futures / kraken_spot; dataset of the same name.
+    """
+    from krakked.account.pipeline import run_syncs
+
+    _, resources = _split_multi(list(ctx.args), "--resources")
+    reports = run_syncs(source, resources=resources or None, since=since, strict=strict,
+                        destination=destination, dev_mode=dev_mode, settings=_settings())
+    if json_:
+        _emit_json([r.to_dict() for r in reports])
+        return
+    for report in reports:
+        data = report.to_dict()
+        table = Table(title=f"{data['pipeline']} → {data['destination']} "
+                            f"({data['duration_seconds']} s)")
+        for col in ("resource", "rows", "last_timestamp", "continuation token"):
+            table.add_column(col)
+        for name, r in data["resources"].items():
+            table.add_row(name, str(r.get("rows", 0)), str(r.get("last_timestamp") or "-"),
+                          str(r.get("continuation_token") or "-"))
+        out.print(table)
+        api = data.get("api") or {}
+        out.print(f"API: {api.get('requests', 0)} requests, {api.get('retries', 0)} retries, "
+                  f"{api.get('rate_limited', 0)} rate-limit waits", highlight=False)
+        for alert in data.get("alerts", []):
+            err.print(f"[yellow]{alert['level']}[/] {alert['code']}: {alert['message']}",
+                      highlight=False)
+
+
+@account_app.command("state")
+def account_state_cmd(
+    source: SourceOpt = "futures",
+    destination: DestinationOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Cursor per resource (last_timestamp, continuation token, rows at the destination), the
+    alerts that hold now, and the last runs."""
+    from krakked.account.pipeline import account_state, expand_source_kind
+
+    settings = _settings()
+    states = {kind: account_state(kind, settings, destination)
+              for kind in expand_source_kind(source)}
+    if json_:
+        _emit_json(states)
+        return
+    for kind, state in states.items():
+        table = Table(title=f"{kind}: {state.get('pipeline', '')}")
+        for col in ("resource", "last_timestamp", "continuation token", "rows"):
+            table.add_column(col)
+        for name, r in (state.get("resources") or {}).items():
+            table.add_row(name, str(r.get("last_timestamp") or "-"),
+                          str(r.get("continuation_token") or "-"), str(r.get("rows", "-")))
+        out.print(table)
+        for alert in state.get("alerts", []):
+            err.print(f"[yellow]{alert['level']}[/] {alert['code']}: {alert['message']}",
+                      highlight=False)
+
+
+@account_app.command("reset")
+def account_reset(
+    resource: Annotated[str | None, typer.Argument(help="The resource to reset.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Drop all data and state of the source "
+                                                     "(like dlt pipeline … drop --drop-all).")
+                    ] = False,
+    source: SourceOpt = "futures",
+    destination: DestinationOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Forget one resource (its table and cursor: the next sync starts over), or --all."""
+    from krakked.account.pipeline import reset_all, reset_resource
+
+    settings = _settings()
+    if all_ == (resource is not None):
+        raise typer.BadParameter("give one resource, or --all")
+    result = (reset_all(source, settings, destination=destination) if all_
+              else reset_resource(source, resource or "", settings, destination=destination))
+    if json_:
+        _emit_json(result)
+        return
+    out.print(f"reset: {json.dumps(result, default=str)}", highlight=False)
 
 
 # -- simulator and demo ------------------------------------------------------------------------

@@ -21,6 +21,9 @@ from krakked.kraken.limits import (
     derivatives_cost,
     history_cost,
 )
+from krakked.kraken.limits import (
+    TOKEN_SAFETY_SECONDS as SAFE,
+)
 
 
 class FakeClock:
@@ -250,8 +253,8 @@ def bucket(capacity: float, rate: float) -> tuple[TokenBucket, FakeClock]:
 def test_token_bucket_allows_its_capacity_then_paces_at_the_refill_rate() -> None:
     b, _ = bucket(5, 2.0)
     assert [b.acquire() for _ in range(5)] == [0.0] * 5
-    assert b.wait_time(1) == pytest.approx(0.5)
-    assert b.acquire() == pytest.approx(0.5)
+    assert b.wait_time(1) == pytest.approx(0.5 + SAFE)
+    assert b.acquire() == pytest.approx(0.5 + SAFE)
 
 
 def test_token_bucket_refills_up_to_its_capacity_only() -> None:
@@ -270,14 +273,15 @@ def test_block_for_empties_the_bucket_and_refuses_tokens_until_the_reset() -> No
     assert b.available == 0.0
     clock.advance(29.0)
     assert b.available == 0.0
-    assert b.acquire() == pytest.approx(2.0)  # 1 s left of the block + 1 s to refill a token
+    # 1 s left of the block + 1 s to refill a token
+    assert b.acquire() == pytest.approx(2.0 + SAFE)
 
 
 def test_a_cost_larger_than_the_capacity_goes_through_when_full_instead_of_deadlocking() -> None:
     b, _ = bucket(5, 1.0)
     assert b.acquire(8) == 0.0
     assert b.available == pytest.approx(-3)
-    assert b.acquire(1) == pytest.approx(4.0)
+    assert b.acquire(1) == pytest.approx(4.0 + SAFE)
 
 
 def test_token_bucket_threads_never_take_more_than_capacity_plus_refill() -> None:
@@ -309,7 +313,7 @@ def public(**kwargs) -> tuple[PublicLimiter, FakeClock]:
 def test_public_calls_burst_then_pace_at_one_per_second() -> None:
     limiter, _ = public()
     assert [limiter.acquire("Ticker") for _ in range(5)] == [0.0] * 5
-    assert limiter.acquire("Ticker") == pytest.approx(1.0)
+    assert limiter.acquire("Ticker") == pytest.approx(1.0 + SAFE)
 
 
 def test_trades_and_ohlc_are_also_paced_per_pair() -> None:
@@ -318,13 +322,14 @@ def test_trades_and_ohlc_are_also_paced_per_pair() -> None:
     assert limiter.acquire("Trades", "ETHUSD") == 0.0  # another pair has its own budget
     assert limiter.acquire("OHLC", "XBTUSD") == 0.0  # so does another endpoint
     assert limiter.acquire("Ticker", "XBTUSD") == 0.0  # not limited per pair
-    assert limiter.acquire("/0/public/Trades", "XBTUSD") == pytest.approx(2.0)
+    assert limiter.acquire("/0/public/Trades", "XBTUSD") == pytest.approx(2.0 + SAFE)
 
 
 def test_too_many_requests_pauses_every_public_call() -> None:
     limiter, _ = public()
     limiter.penalize(10.0)
-    assert limiter.acquire("Time") == pytest.approx(11.0)  # the block, then one token's refill
+    # the block, then one token's refill
+    assert limiter.acquire("Time") == pytest.approx(11.0 + SAFE)
 
 
 # --- Futures ---------------------------------------------------------------------------------
@@ -338,7 +343,7 @@ def futures() -> tuple[FuturesLimiter, FakeClock]:
 def test_futures_history_pool_allows_a_hundred_calls_then_one_per_six_seconds() -> None:
     limiter, _ = futures()
     assert sum(limiter.acquire_history("/api/history/v3/executions") for _ in range(100)) == 0.0
-    assert limiter.acquire_history("executions") == pytest.approx(6.0)
+    assert limiter.acquire_history("executions") == pytest.approx(6.0 + SAFE)
 
 
 @pytest.mark.parametrize(
@@ -388,7 +393,8 @@ def test_derivatives_budget_is_500_units_per_ten_seconds_and_public_calls_are_fr
     limiter, _ = futures()
     assert sum(limiter.acquire_derivatives("sendorder") for _ in range(50)) == 0.0
     assert limiter.acquire_derivatives("tickers") == 0.0
-    assert limiter.acquire_derivatives("accounts") == pytest.approx(2 / 50)
+    assert limiter.acquire_derivatives("accounts") == pytest.approx(2 / 50 + SAFE)
+    # the previous wait's margin refilled one unit; this wait's margin is added back
     assert limiter.acquire_derivatives("batchorder", cost=12) == pytest.approx(12 / 50)
 
 
@@ -396,8 +402,9 @@ def test_history_429_and_api_limit_exceeded_block_their_own_pool_only() -> None:
     limiter, _ = futures()
     limiter.block_history(30.0)
     assert limiter.acquire_derivatives("accounts") == 0.0
-    assert limiter.acquire_history("executions") == pytest.approx(30.0)  # reset = accepted then
+    # reset = accepted then
+    assert limiter.acquire_history("executions") == pytest.approx(30.0 + SAFE)
     limiter.block_derivatives(10.0)
-    assert limiter.acquire_derivatives("accounts") == pytest.approx(10.0 + 2 / 50)
+    assert limiter.acquire_derivatives("accounts") == pytest.approx(10.0 + 2 / 50 + SAFE)
     snap = limiter.snapshot()
     assert set(snap) == {"derivatives", "history"}

@@ -75,6 +75,10 @@ SPOT_SAFETY_SECONDS = 0.02
 """Added to every real counter wait, so float rounding on either side never lands a call a
 hair above Kraken's maximum (0.7 % of a Starter wait)."""
 
+TOKEN_SAFETY_SECONDS = 0.02
+"""Added to every real token-bucket wait (Futures budgets, public pacing), for the same reason
+as ``SPOT_SAFETY_SECONDS``."""
+
 SPOT_PENALTY_UNITS = 1.0
 """Units added above the maximum after ``EAPI:Rate limit exceeded`` (3 s more on Starter)."""
 
@@ -239,7 +243,10 @@ class TokenBucket:
     def _wait(self, cost: float, now: float) -> float:
         start = max(now, self._blocked_until)
         deficit = min(cost, self.capacity) - self._tokens
-        return (start - now) + max(0.0, deficit) / self.refill_per_second
+        wait = (start - now) + max(0.0, deficit) / self.refill_per_second
+        # Like the Spot counter: a real wait gets a hair of margin, so a client taking tokens a
+        # few ms before Kraken does never runs ahead of Kraken's own bucket.
+        return wait + TOKEN_SAFETY_SECONDS if wait > _EPSILON else wait
 
     @property
     def available(self) -> float:
@@ -278,7 +285,9 @@ class TokenBucket:
         when a same-cost request is accepted; refilling restarts after that."""
         with self._lock:
             now = self._refill()
-            self._tokens = min(self._tokens, max(0.0, min(cost, self.capacity)))
+            # The rejected call's tokens were already taken; Kraken will accept it again at the
+            # reset, so exactly its cost is there then.
+            self._tokens = max(0.0, min(cost, self.capacity))
             self._blocked_until = max(self._blocked_until, now + seconds)
 
     def snapshot(self) -> dict[str, Any]:

@@ -843,3 +843,22 @@ def test_nonces_stay_unique_under_many_concurrent_calls(tmp_path: Path) -> None:
                               nonce_dir=str(tmp_path / "nonces"))
     request = requests.Request("GET", "https://futures.kraken.com/api/v3/x").prepare()
     assert int(again(request).headers["Nonce"]) > max(seen)
+
+
+class RepeatingTokenFutures(FixtureFutures):
+    """Answers every executions page with the same continuation token (a paging loop)."""
+
+    def get_executions(self, **params: Any) -> dict[str, Any]:
+        page = dict(self.data["executions"][0])
+        page["continuationToken"] = "stuck"
+        self.calls.append(("executions", params))
+        return page
+
+
+def test_a_continuation_token_repeated_by_kraken_fails_instead_of_looping(
+        tmp_path: Path) -> None:
+    fake = RepeatingTokenFutures()
+    p = pipeline(tmp_path)
+    with pytest.raises(PipelineStepFailed, match="same continuation token twice"):
+        p.run(kraken_futures_source(client=fake).with_resources("executions"))  # type: ignore[arg-type]
+    assert len(fake.calls) == 2  # the first page, then the repeat: no third request

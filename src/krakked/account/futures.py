@@ -372,13 +372,8 @@ def _token_paged(run: _Run, fetch: Callable[..., dict[str, Any]], item_keys: tup
         rows = run.take(items, build, payload.get("accountUid"))
         if rows:
             yield rows
-        next_token = _token(payload)
-        run.state["continuation_token"] = next_token
+        next_token = _advance_token(run, payload, token)
         if next_token:
-            if next_token == token:
-                raise MalformedResponseError(
-                    f"{run.resource}: Kraken returned the same continuation token twice",
-                    endpoint=f"futures:{run.resource}")
             token = next_token
             continue
         if len(items) >= page_size and rows:
@@ -432,19 +427,26 @@ def _account_log_by_id(run: _Run, client: FuturesClient, start: datetime | None,
         _note_ids(run.state, entries)
         if yield_rows:
             yield yield_rows
-        next_token = _token(payload)
-        run.state["continuation_token"] = next_token
+        next_token = _advance_token(run, payload, token)
         if next_token:
-            if next_token == token:
-                raise MalformedResponseError(
-                    "account_log: Kraken returned the same continuation token twice",
-                    endpoint="futures:account-log")
             token = next_token
             continue
         if len(entries) < count:
             return
         params = {"sort": "asc", "count": count, "from_": max(ids) + 1}
         token = None
+
+
+def _advance_token(run: _Run, payload: Mapping[str, Any], token: str | None) -> str | None:
+    """The page's continuation token (kept in state for display and the staleness alert);
+    a token equal to the one just sent would loop forever, so it is an error."""
+    next_token = _token(payload)
+    run.state["continuation_token"] = next_token
+    if next_token and next_token == token:
+        raise MalformedResponseError(
+            f"{run.resource}: Kraken returned the same continuation token twice",
+            endpoint=f"futures:{run.resource}")
+    return next_token
 
 
 def _walk_back(run: _Run, client: FuturesClient, since_ms: int | None, before_ms: int | None,
@@ -468,13 +470,8 @@ def _walk_back(run: _Run, client: FuturesClient, since_ms: int | None, before_ms
         _note_ids(run.state, entries)
         if rows:
             yield rows
-        next_token = _token(payload)
-        run.state["continuation_token"] = next_token
+        next_token = _advance_token(run, payload, token)
         if next_token:
-            if next_token == token:
-                raise MalformedResponseError(
-                    "account_log: Kraken returned the same continuation token twice",
-                    endpoint="futures:account-log")
             token = next_token
             continue
         token = None

@@ -140,3 +140,17 @@ def test_parse_ohlc_rejects_a_malformed_result() -> None:
         parse_ohlc({"last": 1}, "XBTUSD", 1, T0)
     with pytest.raises(MalformedResponseError):
         parse_ohlc({"X": [[1, "a"]], "Y": []}, "XBTUSD", 1, T0)
+
+
+def test_candles_read_back_from_arrow_keep_tidy_exact_decimals() -> None:
+    from krakked.store.base import arrow_to_candles, candles_to_arrow
+
+    c = Candle("XBTUSD", T0, 1, Decimal("30306.1"), Decimal("100"), Decimal("0.00000001"),
+               Decimal("-0.5"), Decimal("0"), None, 7, Decimal("1.25"), "rest")
+    (back,) = arrow_to_candles(candles_to_arrow([c]))
+    assert back == c
+    row = back.to_dict()
+    assert [row[k] for k in ("open", "high", "low", "close", "volume")] == [
+        "30306.1", "100", "0.00000001", "-0.5", "0"]
+    assert back.quote_volume is None and back.timestamp == T0 and back.timestamp.tzinfo
+    assert arrow_to_candles(candles_to_arrow([])) == []

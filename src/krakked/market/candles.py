@@ -145,12 +145,12 @@ class Candle:
         return self.timestamp + timedelta(minutes=self.interval_minutes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values: ISO timestamp, decimal strings (exact), ints."""
+        """Plain values: ISO timestamp, decimal strings (exact, never exponent form), ints."""
         d = asdict(self)
         d["timestamp"] = self.timestamp.isoformat()
         for key in ("open", "high", "low", "close", "volume", "quote_volume", "vwap"):
             if d[key] is not None:
-                d[key] = str(d[key])
+                d[key] = format(d[key], "f")
         return d
 
     @classmethod

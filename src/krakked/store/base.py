@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from krakked.errors import InvalidRequestError, NoDataError
 from krakked.market.candles import (
@@ -167,25 +168,41 @@ def trades_to_arrow(trades: Iterable[HistoricalTrade], source: str = "rest") -> 
     return pa.Table.from_pylist(rows, schema=TRADE_SCHEMA)
 
 
-def _normalize(d: Decimal | None) -> Decimal | None:
-    """``Decimal('30306.100000000000000000')`` -> ``Decimal('30306.1')`` (no exponent form)."""
-    if d is None:
-        return None
-    n = d.normalize()
-    return n.quantize(Decimal(1)) if n == n.to_integral_value() else n
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DECIMAL_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "vwap")
+
+
+def _decimals(column: pa.ChunkedArray) -> list[Decimal | None]:
+    # Arrow's own decimal -> text cast is exact and far faster than building Decimals from
+    # decimal128 values in Python (~5x for a year of 1m candles).
+    # Trailing zeros are trimmed as text ("30306.100000000000000000" -> "30306.1", never an
+    # exponent form), much cheaper than Decimal.normalize() on every value.
+    return [None if v is None else _tidy(v) for v in pc.cast(column, pa.string()).to_pylist()]
+
+
+def _tidy(text: str) -> Decimal:
+    if "E" in text:  # Arrow writes small values and zero in exponent form ("1.00E-8", "0E-18")
+        return Decimal(format(Decimal(text).normalize(), "f"))
+    return Decimal((text.rstrip("0").rstrip(".") or "0") if "." in text else text)
 
 
 def arrow_to_candles(table: pa.Table) -> list[Candle]:
     """Arrow rows (``CANDLE_SCHEMA``) -> ``Candle`` objects with tidy decimals."""
-    out = []
-    for row in table.to_pylist():
-        for k in ("open", "high", "low", "close", "volume", "quote_volume", "vwap"):
-            row[k] = _normalize(row[k])
-        ts = row["timestamp"]
-        if ts.tzinfo is None:
-            row["timestamp"] = ts.replace(tzinfo=UTC)
-        out.append(Candle(**{k: row[k] for k in CANDLE_COLUMNS}))
-    return out
+    if table.num_rows == 0:
+        return []
+    dec = {k: _decimals(table[k]) for k in _DECIMAL_COLUMNS}
+    # Microseconds since the epoch, turned into aware datetimes here: pyarrow's own conversion
+    # of tz-aware timestamps goes through zoneinfo and is the slowest part otherwise.
+    micros = pc.cast(table["timestamp"].cast(TS), pa.int64()).to_pylist()
+    stamps = [_EPOCH + timedelta(microseconds=us) for us in micros]
+    cols = [table[k].to_pylist() for k in ("symbol", "interval_minutes", "trade_count",
+                                           "source")]
+    return [
+        Candle(sym, stamps[i], minutes, dec["open"][i], dec["high"][i], dec["low"][i],
+               dec["close"][i], dec["volume"][i], dec["quote_volume"][i], count,
+               dec["vwap"][i], source)
+        for i, (sym, minutes, count, source) in enumerate(zip(*cols, strict=True))
+    ]
 
 
 def _reversed(table: pa.Table) -> pa.Table:

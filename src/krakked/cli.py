@@ -536,25 +536,26 @@ def candles(
 @store_app.command("info")
 def store_info(json_: JsonOpt = False, store: StoreOpt = None) -> None:
     """Per pair and timeframe: first and last candle, rows, missing buckets and gap runs."""
-    from krakked.market.candles import TIMEFRAMES
+    from krakked.market.candles import timeframe_name
     from krakked.store import open_store, resolve_store_url
 
     settings = _settings()
     url, source = resolve_store_url(store, settings)
     with open_store(url, settings=settings) as s:
         rows = s.info()
-    names = {v: k for k, v in TIMEFRAMES.items()}
+
+    def series(minutes: int | None) -> str:
+        return timeframe_name(minutes) if minutes else "trades"
+
     if json_:
         _emit_json({"store": url, "source": source, "series": [
-            {**r, "timeframe": names.get(r["interval_minutes"], "trades")
-             if r.get("interval_minutes") else "trades"} for r in rows]})
+            {**r, "timeframe": series(r.get("interval_minutes"))} for r in rows]})
         return
     table = Table(title=f"{url} ({source})")
     for col in ("pair", "series", "first", "last", "rows", "missing", "gaps"):
         table.add_column(col)
     for r in rows:
-        minutes = r.get("interval_minutes")
-        table.add_row(r["symbol"], names.get(minutes, "trades") if minutes else "trades",
+        table.add_row(r["symbol"], series(r.get("interval_minutes")),
                       str(r["first"])[:16], str(r["last"])[:16], str(r["rows"]),
                       str(r.get("missing", "")), str(r.get("gaps", "")))
     out.print(table)

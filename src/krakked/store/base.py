@@ -28,7 +28,6 @@ import pyarrow.compute as pc
 from krakked.errors import InvalidRequestError, NoDataError
 from krakked.market.candles import (
     CANDLE_COLUMNS,
-    TIMEFRAMES,
     Candle,
     HistoricalTrade,
     interval_minutes,
@@ -533,5 +532,3 @@ class MarketStore(ABC):
         if not self.get_latest_candles(pair, tf, 1, as_="arrow").num_rows:
             raise NoDataError(f"no {tf} candles stored for {self.canonical(pair)} in {self.url}")
 
-
-TIMEFRAME_NAMES = {v: k for k, v in TIMEFRAMES.items()}

@@ -10,7 +10,7 @@ what is new. Deeper history comes from trades and Kraken's CSV files (other comm
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -151,23 +151,3 @@ def backfill_ohlc(
         cursor=last, notes=tuple(notes),
     )
 
-
-def backfill_many(
-    client: SpotClient,
-    store: MarketStore,
-    jobs: Sequence[tuple[str, str, str]],
-    *,
-    full: bool = False,
-    since: datetime | int | None = None,
-    on_done: Callable[[OhlcSyncResult], None] | None = None,
-) -> list[OhlcSyncResult]:
-    """Run ``(symbol, rest_symbol, timeframe)`` jobs in order; each commits on its own, so an
-    interrupted batch keeps every finished job and the next run resumes the rest."""
-    results = []
-    for symbol, rest_symbol, tf in jobs:
-        result = backfill_ohlc(client, store, symbol, tf, rest_symbol=rest_symbol, full=full,
-                               since=since)
-        results.append(result)
-        if on_done:
-            on_done(result)
-    return results

@@ -3,6 +3,7 @@
 ::
 
     KrakkedError
+    ├── UsageError                       a bad argument of ours: timeframe, date, flag (exit 2)
     ├── ConfigError                      bad or unreadable config (file and key named)
     ├── CredentialsError                 credentials unusable (the value is never shown)
     │   ├── NoCredentialsError           no key pair anywhere (callers detect it to run set-up)
@@ -21,7 +22,8 @@
     ├── NoDataError                      nothing stored / served for the request
     ├── ImportFormatError                a bad row in an imported file (file and line named)
     └── StoreError                       the market store failed
-        └── StoreLockedError             another process holds the DuckDB file
+        ├── StoreLockedError             another process holds the DuckDB file (past the retries)
+        └── StoreNotFoundError           a read named a store that does not exist (nothing created)
 
 Every class has an ``exit_code`` the CLI uses, distinct per class.
 """
@@ -50,7 +52,9 @@ __all__ = [
     "ServiceUnavailableError",
     "StoreError",
     "StoreLockedError",
+    "StoreNotFoundError",
     "UnknownPairError",
+    "UsageError",
 ]
 
 
@@ -58,6 +62,14 @@ class KrakkedError(Exception):
     """Root of every error krakked raises on purpose."""
 
     exit_code: int = 1
+
+
+class UsageError(KrakkedError):
+    """A bad argument given to krakked itself (a timeframe, a date, a flag, a value out of
+    range), found before anything was asked of Kraken or the store. Exit code 2, as command-line
+    conventions have it for bad usage."""
+
+    exit_code = 2
 
 
 class ConfigError(KrakkedError):
@@ -218,3 +230,10 @@ class StoreLockedError(StoreError):
     """Another process holds the store's write lock; the message names the file."""
 
     exit_code = 24
+
+
+class StoreNotFoundError(StoreError):
+    """A read named a store that does not exist; reads never create one (the message names the
+    file or directory)."""
+
+    exit_code = 25

@@ -27,6 +27,7 @@ from krakked.store.base import (
     CANDLE_SCHEMA,
     PAIR_SCHEMA,
     ROLLUPS,
+    SCHEMA_VERSION,
     RetentionPolicy,
     trades_to_arrow,
 )
@@ -91,9 +92,11 @@ def assert_same_candles(got: list[Candle], want: list[Candle]) -> None:
 
 
 def complete(resampled: list[Candle], source: list[Candle]) -> list[Candle]:
-    """Buckets whose whole interval ends by the last source candle's close."""
+    """Buckets the (gapless) source spans whole: opening at or after its first candle, closing
+    by its last candle's close. A partial bucket at either end is never derived."""
+    first = min(c.timestamp for c in source)
     last_close = max(c.close_time for c in source)
-    return [c for c in resampled if c.close_time <= last_close]
+    return [c for c in resampled if c.timestamp >= first and c.close_time <= last_close]
 
 
 # --- every backend ---------------------------------------------------------------------------
@@ -173,8 +176,8 @@ def test_append_bars_stores_under_the_pair_and_timeframe_given(s: MarketStore) -
 
 @pytest.mark.parametrize("tf", ["5m", "1h", "4h", "1d", "1w"])
 def test_derived_timeframes_equal_exact_python_resampling(s: MarketStore, tf: str) -> None:
-    # Thursday 10:07 to 18 days later: a partial first week, two whole ones, a running one.
-    source = minute_candles(MONDAY - timedelta(days=4, hours=-10, minutes=-7), 18 * 1440 + 33)
+    # Thursday 10:07 to 25 days later: a partial first week, three whole ones, a running one.
+    source = minute_candles(MONDAY - timedelta(days=4, hours=-10, minutes=-7), 25 * 1440 + 33)
     s.upsert_candles(source)
     minutes = {"5m": 5, "1h": 60, "4h": 240, "1d": 1440, "1w": 10080}[tf]
     want = complete(resample(source, minutes), source)
@@ -209,13 +212,14 @@ def test_derived_quote_volume_and_vwap_are_exact_for_long_decimals(s: MarketStor
 
 
 def test_weeks_start_on_monday_like_krakens(s: MarketStore) -> None:
-    sunday_night = datetime(2024, 1, 7, 23, 59, tzinfo=UTC)
-    s.upsert_candles([candle(0, start=sunday_night), candle(1, start=sunday_night),
-                      candle(0, start=datetime(2024, 1, 15, tzinfo=UTC))])
+    sunday = datetime(2023, 12, 31, tzinfo=UTC)  # Sunday .. Sunday two weeks later
+    s.upsert_candles([candle(0, start=sunday + timedelta(days=d), interval=1440)
+                      for d in range(15)])
     weeks = s.get_candles("XBTUSD", "1w")
+    # the week holding the first Sunday is not whole: absent, not built from one day
     assert [w.timestamp for w in weeks] == [datetime(2024, 1, 1, tzinfo=UTC),
                                             datetime(2024, 1, 8, tzinfo=UTC)]
-    assert weeks[1].volume == Decimal("1.5")
+    assert weeks[1].volume == Decimal("1.5") * 7
 
 
 def test_the_running_bucket_is_never_derived(s: MarketStore) -> None:
@@ -416,10 +420,11 @@ def test_a_second_process_gets_store_locked_error_naming_the_file(duck_url: str)
 def test_schema_is_versioned_and_migrating_again_changes_nothing(duck_url: str) -> None:
     with open_store(duck_url) as first:
         first.upsert_candles([candle(0)])
-        assert first.schema_version() == 1  # type: ignore[attr-defined]
+        assert first.schema_version() == SCHEMA_VERSION == 2  # type: ignore[attr-defined]
     with open_store(duck_url) as again:
-        rows = again._rows("SELECT version FROM schema_version")  # type: ignore[attr-defined]
-        assert rows == [{"version": 1}]
+        rows = again._rows(  # type: ignore[attr-defined]
+            "SELECT version FROM schema_version ORDER BY version")
+        assert rows == [{"version": 1}, {"version": 2}]
         assert len(again.get_candles("XBTUSD", "1m")) == 1
     with open_store(duck_url, read_only=True) as ro:
         assert len(ro.get_candles("XBTUSD", "1m")) == 1

@@ -22,6 +22,7 @@ from krakked.store.base import (
     DECIMAL,
     ROLLUPS,
     SCHEMA_VERSION,
+    Coverage,
     SyncUpdate,
     candles_to_arrow,
 )
@@ -113,24 +114,24 @@ def test_impossible_pool_sizes_are_refused(postgres_db_url: str) -> None:
 def test_rollup_tables_follow_writes_bucket_by_bucket_and_a_rebuild_agrees(
         pg: PostgresStore, postgres_db_url: str) -> None:
     url = postgres_db_url
-    pg.upsert_candles([c for c in minutes(120) if c.timestamp.minute != 30])
+    pg.upsert_candles([c for c in minutes(120) if c.timestamp != MONDAY + timedelta(minutes=30)])
     hours = rows(url, 'SELECT "timestamp", volume, xmin::text FROM candles_1h ORDER BY 1')
-    assert [h[0] for h in hours] == [MONDAY, MONDAY + timedelta(hours=1)]
+    assert [h[0] for h in hours] == [MONDAY + timedelta(hours=1)]  # a hole: absent, not partial
 
     late = minutes(1, first=30)  # the late minute of the first hour
     assert pg.upsert_candles(late) == 1
     after = rows(url, 'SELECT "timestamp", volume, xmin::text FROM candles_1h ORDER BY 1')
-    assert after[0][1] == hours[0][1] + late[0].volume  # the first hour changed…
-    assert after[0][2] != hours[0][2]
-    assert after[1] == hours[1]  # …the second was not even rewritten
+    assert [h[0] for h in after] == [MONDAY, MONDAY + timedelta(hours=1)]  # the first hour…
+    assert after[0][1] == sum((c.volume for c in minutes(60)), Decimal(0))
+    assert after[1] == hours[0]  # …the second was not even rewritten
 
-    stored = [c for c in minutes(120) if c.timestamp != MONDAY + timedelta(minutes=90)]
-    assert pg.get_candles("XBTUSD", "1h") == [stored18(c) for c in resample(stored, 60)]
+    assert pg.get_candles("XBTUSD", "1h") == [stored18(c) for c in resample(minutes(120), 60)]
 
     before = rollup_contents(url)
     pg.refresh_continuous_aggregates()
     assert rollup_contents(url) == before
-    assert len(before["candles_5m"]) == 24 and len(before["candles_1w"]) == 1
+    assert len(before["candles_5m"]) == 24 and len(before["candles_1h"]) == 2
+    assert before["candles_4h"] == [] and before["candles_1w"] == []  # not whole yet
 
 
 def test_a_large_write_maintains_rollups_in_one_pass_with_the_same_result(
@@ -142,7 +143,7 @@ def test_a_large_write_maintains_rollups_in_one_pass_with_the_same_result(
     pg.refresh_continuous_aggregates()
     assert rollup_contents(postgres_db_url) == incremental
     assert len(incremental["candles_5m"]) == 12 * 24 * 12
-    assert [r[1] for r in incremental["candles_1w"]] == [MONDAY, MONDAY + timedelta(days=7)]
+    assert [r[1] for r in incremental["candles_1w"]] == [MONDAY]  # the second week is running
 
 
 def test_many_scattered_minutes_maintain_rollups_with_the_same_result(
@@ -159,13 +160,15 @@ def test_many_scattered_minutes_maintain_rollups_with_the_same_result(
 
 def test_fifteen_day_candles_come_from_the_daily_rollup_and_only_when_complete(
         pg: PostgresStore) -> None:
+    # Trades only in the first minute of each hour, as Kraken's OHLCVT files give them (rows
+    # only for intervals with trades), with the range the importer vouches for.
     hourly = [c for c in minutes(40 * 24 * 60) if c.timestamp.minute == 0]
-    pg.upsert_candles(hourly)
-    last_close = hourly[-1].close_time
+    end = MONDAY + timedelta(days=40)
+    pg.upsert_candles(hourly, coverage=[Coverage("XBTUSD", 1, MONDAY, end)])
     expected = [stored18(c) for c in resample(hourly, 21600)
-                if c.timestamp + timedelta(days=15) <= last_close]
+                if c.timestamp >= MONDAY and c.timestamp + timedelta(days=15) <= end]
     got = pg.get_candles("XBTUSD", "15d")
-    assert got == expected and len(got) == 3  # the first holds only the days stored
+    assert got == expected and len(got) == 2  # the 15d bucket opening before MONDAY: absent
     assert pg.get_candles("XBTUSD", "15d", start=expected[1].timestamp) == expected[1:]
 
 
@@ -261,6 +264,35 @@ def test_concurrent_openers_apply_the_migrations_once(postgres_db_url: str) -> N
     assert not errors and len(opened) == 4
     assert rows(postgres_db_url, "SELECT version FROM schema_version ORDER BY 1") == [
         (v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+def test_a_version_1_database_is_migrated_to_cover_its_runs_and_rebuild_its_rollups(
+        postgres_db_url: str) -> None:
+    from krakked.store.postgres import _MIGRATIONS
+
+    kept = [c for c in minutes(300) if c.timestamp != MONDAY + timedelta(minutes=70)]
+    with psycopg.connect(postgres_db_url) as conn:  # what version 1 left: no coverage record,
+        conn.execute("""CREATE TABLE schema_version (version integer PRIMARY KEY,
+            description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())""")
+        for statement in _MIGRATIONS[0][2]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version, description) VALUES (1, 'v1')")
+        with conn.cursor().copy("COPY candles FROM STDIN") as copy:
+            for c in kept:
+                copy.write_row((c.symbol, c.timestamp, 1, c.open, c.high, c.low, c.close,
+                                c.volume, c.quote_volume, c.trade_count, c.vwap, c.source))
+        # and a rollup of the hour with a hole, as version 1 kept it: partial
+        conn.execute("""INSERT INTO candles_1h SELECT symbol, date_trunc('hour', "timestamp"),
+            60, min(open), max(high), min(low), max(close), sum(volume), NULL, 0, NULL, 'rest'
+            FROM candles GROUP BY 1, 2""")
+    with PostgresStore(postgres_db_url) as pg:
+        assert [h.timestamp.hour for h in pg.get_candles("XBTUSD", "1h")] == [0, 2, 3, 4]
+        hours = rows(postgres_db_url, 'SELECT "timestamp" FROM candles_1h ORDER BY 1')
+        assert [h[0].hour for h in hours] == [0, 2, 3, 4]  # the partial hour is gone
+        incremental = rollup_contents(postgres_db_url)
+        pg.refresh_continuous_aggregates()
+        assert rollup_contents(postgres_db_url) == incremental
+        assert rows(postgres_db_url, "SELECT count(*) FROM candle_coverage") == [(2,)]
 
 
 def test_a_database_from_a_newer_krakked_is_refused(postgres_db_url: str) -> None:

@@ -8,7 +8,7 @@ boundaries; weeks start on Monday 00:00 UTC, like Kraken's weekly candles.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,10 +22,17 @@ __all__ = [
     "Candle",
     "HistoricalCandle",
     "HistoricalTrade",
+    "SourceSegment",
+    "bucket_ceil_us",
+    "bucket_floor_us",
     "bucket_start",
     "candles_from_trades",
     "closed_only",
+    "epoch_us",
+    "from_epoch_us",
     "interval_minutes",
+    "merge_ranges",
+    "plan_sources",
     "resample",
     "timeframe_name",
 ]
@@ -215,8 +222,10 @@ def _from_bucket(trades: list[HistoricalTrade], start: datetime, minutes: int,
 def resample(candles: Iterable[Candle], minutes: int) -> list[Candle]:
     """Aggregate finer candles (oldest first) into ``minutes`` buckets, exactly.
 
-    Buckets with no volume still carry their OHLC; vwap is volume-weighted from each input's
-    quote volume (or vwap × volume when quote volume is missing).
+    Inputs without volume (Kraken's filler candles for intervals without trades, which repeat the
+    previous close) count for the close only; a bucket without any volume is a zero-volume candle
+    at the carried close. vwap is volume-weighted from each input's quote volume (or vwap ×
+    volume when quote volume is missing).
     """
     out: list[Candle] = []
     group: list[Candle] = []
@@ -246,17 +255,21 @@ def _quote(c: Candle) -> Decimal | None:
 
 
 def _merge(group: list[Candle], start: datetime, minutes: int) -> Candle:
+    # Kraken answers an interval without trades with a zero-volume candle whose prices carry the
+    # previous close: such a candle says nothing about the bucket's open, high or low.
+    traded = [c for c in group if c.volume > 0]
     volume = sum((c.volume for c in group), Decimal(0))
-    quotes = [_quote(c) for c in group]
+    quotes = [_quote(c) for c in traded]
     quote = sum(quotes, Decimal(0)) if all(q is not None for q in quotes) else None  # type: ignore[arg-type]
+    close = group[-1].close
     return Candle(
         symbol=group[0].symbol,
         timestamp=start,
         interval_minutes=minutes,
-        open=group[0].open,
-        high=max(c.high for c in group),
-        low=min(c.low for c in group),
-        close=group[-1].close,
+        open=traded[0].open if traded else close,
+        high=max(c.high for c in traded) if traded else close,
+        low=min(c.low for c in traded) if traded else close,
+        close=close,
         volume=volume,
         quote_volume=quote,
         trade_count=sum(c.trade_count for c in group),
@@ -270,3 +283,124 @@ def closed_only(candles: Iterable[Candle], now: datetime) -> Iterator[Candle]:
     for c in candles:
         if c.close_time <= now:
             yield c
+
+
+# -- which stored series serves which bucket ------------------------------------------------------
+
+_US_PER_MINUTE = 60_000_000
+_MONDAY_US = 4 * 86_400 * 1_000_000  # 1970-01-05 00:00 UTC
+
+
+def epoch_us(ts: datetime) -> int:
+    """Microseconds since the epoch of an aware (or UTC-naive) datetime, exactly."""
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_epoch_us(us: int) -> datetime:
+    """The aware UTC datetime ``us`` microseconds after the epoch."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def bucket_floor_us(us: int, minutes: int) -> int:
+    """The open time (epoch µs) of the ``minutes`` bucket holding ``us`` (weeks start Monday)."""
+    width = minutes * _US_PER_MINUTE
+    origin = _MONDAY_US if minutes == 10080 else 0
+    return us - (us - origin) % width
+
+
+def bucket_ceil_us(us: int, minutes: int) -> int:
+    """The first ``minutes`` bucket open time (epoch µs) at or after ``us``."""
+    floor = bucket_floor_us(us, minutes)
+    return floor if floor == us else floor + minutes * _US_PER_MINUTE
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSegment:
+    """Buckets of one target interval served by one stored series.
+
+    Every ``minutes`` bucket opening in ``[start_us, end_us)`` (epoch µs, bucket-aligned) lies
+    wholly inside one recorded coverage range of the ``source_minutes`` series, which began at
+    ``covered_from_us``: each of its source intervals is either stored or had no trades.
+    ``source_minutes == minutes`` means the series' own candles are read as they are.
+    """
+
+    source_minutes: int
+    minutes: int
+    start_us: int
+    end_us: int
+    covered_from_us: int
+
+    @property
+    def buckets(self) -> int:
+        """How many buckets the segment spans."""
+        return (self.end_us - self.start_us) // (self.minutes * _US_PER_MINUTE)
+
+
+def plan_sources(
+    minutes: int,
+    coverage: Mapping[int, Sequence[tuple[int, int]]],
+    start_us: int | None = None,
+    end_us: int | None = None,
+) -> list[SourceSegment]:
+    """Which stored series serves each ``minutes`` bucket opening in ``[start_us, end_us)``.
+
+    ``coverage`` maps a stored interval to its recorded coverage ranges ``[from, until)`` (epoch
+    µs; every interval opening inside is stored or had no trades). A bucket is served only by a
+    series whose coverage spans the whole bucket; among those, the series of ``minutes`` itself
+    (Kraken's own candles) wins, then the coarsest finer series that divides ``minutes``. A
+    bucket no series covers appears in no segment: absent, never partial. Segments come back
+    in time order, disjoint.
+    """
+    lo = bucket_ceil_us(start_us, minutes) if start_us is not None else None
+    hi = bucket_ceil_us(end_us, minutes) if end_us is not None else None
+    candidates = sorted((i for i in coverage if i == minutes or (i < minutes and minutes % i == 0)),
+                        key=lambda i: (i != minutes, -i))
+    taken: list[tuple[int, int]] = []  # disjoint, sorted ranges already served
+    segments: list[SourceSegment] = []
+    for source in candidates:
+        for covered_from, covered_until in coverage[source]:
+            first = bucket_ceil_us(covered_from, minutes)
+            stop = bucket_floor_us(covered_until, minutes)  # buckets b with b + width <= until
+            if lo is not None:
+                first = max(first, lo)
+            if hi is not None:
+                stop = min(stop, hi)
+            for a, b in _subtract((first, stop), taken):
+                segments.append(SourceSegment(source, minutes, a, b, covered_from))
+                taken = _insert(taken, (a, b))
+    return sorted(segments, key=lambda s: s.start_us)
+
+
+def _subtract(piece: tuple[int, int], taken: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``piece`` minus the (sorted, disjoint) ``taken`` ranges; empty pieces dropped."""
+    a, b = piece
+    out: list[tuple[int, int]] = []
+    for ta, tb in taken:
+        if tb <= a or ta >= b:
+            continue
+        if ta > a:
+            out.append((a, ta))
+        a = max(a, tb)
+        if a >= b:
+            break
+    if a < b:
+        out.append((a, b))
+    return out
+
+
+def _insert(ranges: list[tuple[int, int]], piece: tuple[int, int]) -> list[tuple[int, int]]:
+    return sorted([*ranges, piece])
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping or touching ``[from, until)`` ranges merged, in order; empty ones dropped."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(r for r in ranges if r[1] > r[0]):
+        if out and a <= out[-1][1]:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out

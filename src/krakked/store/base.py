@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,7 +30,13 @@ from krakked.market.candles import (
     CANDLE_COLUMNS,
     Candle,
     HistoricalTrade,
+    SourceSegment,
+    bucket_floor_us,
+    epoch_us,
+    from_epoch_us,
     interval_minutes,
+    merge_ranges,
+    plan_sources,
 )
 
 __all__ = [
@@ -39,14 +45,16 @@ __all__ = [
     "PAIR_SCHEMA",
     "SCHEMA_VERSION",
     "TRADE_SCHEMA",
+    "Coverage",
     "MarketStore",
     "RetentionPolicy",
     "SyncUpdate",
+    "batch_coverage",
     "candles_to_arrow",
     "trades_to_arrow",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DECIMAL = pa.decimal128(38, 18)
 _Q = Decimal(1).scaleb(-18)
 TS = pa.timestamp("us", tz="UTC")
@@ -121,6 +129,24 @@ class SyncUpdate:
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """A range a writer vouches for: every ``interval_minutes`` interval of ``symbol`` opening in
+    ``[start, end)`` is either in the batch written with it or had no trades.
+
+    Kraken's OHLC may leave out intervals without trades and its OHLCVT files always do, so a
+    writer that fetched or read a whole range says so; the store records it in
+    ``candle_coverage`` with the data, and derives a higher timeframe only from buckets such a
+    range spans. Without one, a write vouches for the runs of consecutive candles it holds.
+    Both ends must be open times of that interval (bucket-aligned).
+    """
+
+    symbol: str
+    interval_minutes: int
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
 class RetentionPolicy:
     """Opt-in retention (``[store.retention]``); ``None`` keeps everything (the default)."""
 
@@ -167,6 +193,49 @@ def trades_to_arrow(trades: Iterable[HistoricalTrade], source: str = "rest") -> 
     return pa.Table.from_pylist(rows, schema=TRADE_SCHEMA)
 
 
+def batch_coverage(table: pa.Table, explicit: Iterable[Coverage] = ()
+                   ) -> dict[tuple[str, int], list[tuple[int, int]]]:
+    """What a candle batch (``CANDLE_SCHEMA``) vouches for, per (symbol, interval): the runs of
+    consecutive candles it holds plus the ``explicit`` ranges, merged (epoch µs,
+    ``[from, until)``). A misaligned explicit range is an ``InvalidRequestError``."""
+    out: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for cov in explicit:
+        minutes = interval_minutes(cov.interval_minutes)
+        a, b = epoch_us(cov.start), epoch_us(cov.end)
+        if bucket_floor_us(a, minutes) != a or bucket_floor_us(b, minutes) != b or b < a:
+            raise InvalidRequestError(
+                f"coverage of {cov.symbol} {minutes}m must run between {minutes}m open times: "
+                f"{cov.start.isoformat()} .. {cov.end.isoformat()}")
+        out.setdefault((cov.symbol, minutes), []).append((a, b))
+    n = table.num_rows
+    if n:
+        symbols, minutes_col = table["symbol"], table["interval_minutes"]
+        stamps = pc.cast(table["timestamp"].cast(TS), pa.int64()).combine_chunks()
+        one_series = (pc.count_distinct(symbols).as_py() == 1
+                      and pc.count_distinct(minutes_col).as_py() == 1)
+        if not one_series or not pc.all(pc.greater_equal(stamps.slice(1),
+                                                          stamps.slice(0, n - 1))).as_py():
+            order = pc.sort_indices(table, sort_keys=[("symbol", "ascending"),
+                                                      ("interval_minutes", "ascending"),
+                                                      ("timestamp", "ascending")])
+            symbols, minutes_col = symbols.take(order), minutes_col.take(order)
+            stamps = stamps.take(order)
+        symbols = symbols.combine_chunks()
+        widths = pc.multiply(minutes_col.combine_chunks().cast(pa.int64()), 60_000_000)
+        step = pc.subtract(stamps.slice(1), stamps.slice(0, n - 1))
+        same = pc.and_(pc.equal(symbols.slice(1), symbols.slice(0, n - 1)),
+                       pc.equal(widths.slice(1), widths.slice(0, n - 1)))
+        joined = pc.and_(same, pc.or_(pc.equal(step, 0), pc.equal(step, widths.slice(1))))
+        ends = [i + 1 for i in pc.indices_nonzero(pc.invert(joined)).to_pylist()] + [n]
+        first = 0
+        for end in ends:
+            key = (symbols[first].as_py(), widths[first].as_py() // 60_000_000)
+            out.setdefault(key, []).append(
+                (stamps[first].as_py(), stamps[end - 1].as_py() + widths[end - 1].as_py()))
+            first = end
+    return {key: merge_ranges(ranges) for key, ranges in out.items()}
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DECIMAL_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "vwap")
 
@@ -207,6 +276,55 @@ def arrow_to_candles(table: pa.Table) -> list[Candle]:
 def _reversed(table: pa.Table) -> pa.Table:
     """Rows in reverse order (also for an empty table, which ``take([])`` rejects)."""
     return table.take(pa.array(range(table.num_rows - 1, -1, -1), pa.int64()))
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    """``table`` ordered by ``timestamp`` (cheap when it already is)."""
+    n = table.num_rows
+    if n < 2:
+        return table
+    ts = pc.cast(table["timestamp"].cast(TS), pa.int64()).combine_chunks()
+    if pc.all(pc.greater(ts.slice(1), ts.slice(0, n - 1))).as_py():
+        return table
+    return table.take(pc.sort_indices(ts))
+
+
+def _counts(stamps: pa.Array, segments: Sequence[SourceSegment]) -> list[int]:
+    """Rows of each (disjoint, ordered) segment in the sorted epoch-µs ``stamps``."""
+    if len(segments) == 1:
+        return [len(stamps)]
+    if len(segments) <= 16:
+        return [pc.sum(pc.and_(pc.greater_equal(stamps, s.start_us),
+                               pc.less(stamps, s.end_us))).as_py() or 0 for s in segments]
+    import bisect
+
+    values = stamps.to_pylist()
+    return [bisect.bisect_left(values, s.end_us) - bisect.bisect_left(values, s.start_us)
+            for s in segments]
+
+
+def _take_buckets(segments: Sequence[SourceSegment], wanted: int, newest: bool
+                  ) -> tuple[list[SourceSegment], bool]:
+    """The segments (trimmed) holding the newest (else oldest) ``wanted`` buckets, and whether
+    any bucket was left out."""
+    picked: list[SourceSegment] = []
+    ordered = list(reversed(segments)) if newest else list(segments)
+    for seg in ordered:
+        if wanted <= 0:
+            return sorted(picked, key=lambda s: s.start_us), True
+        if seg.buckets > wanted:
+            width = seg.minutes * 60_000_000
+            if newest:
+                seg = SourceSegment(seg.source_minutes, seg.minutes, seg.end_us - wanted * width,
+                                    seg.end_us, seg.covered_from_us)
+            else:
+                seg = SourceSegment(seg.source_minutes, seg.minutes, seg.start_us,
+                                    seg.start_us + wanted * width, seg.covered_from_us)
+            picked.append(seg)
+            return sorted(picked, key=lambda s: s.start_us), True
+        picked.append(seg)
+        wanted -= seg.buckets
+    return sorted(picked, key=lambda s: s.start_us), False
 
 
 AsKind = Literal["candles", "arrow", "polars", "pandas"]
@@ -251,6 +369,14 @@ def _utc(value: datetime | int | float | str | None, name: str) -> datetime | No
     raise InvalidRequestError(f"{name}: cannot read {value!r} as a time")
 
 
+def _window(start: datetime | int | str | None, end: datetime | int | str | None
+            ) -> tuple[datetime | None, datetime | None]:
+    s, e = _utc(start, "start"), _utc(end, "end")
+    if s and e and e <= s:
+        raise InvalidRequestError(f"end {e.isoformat()} is not after start {s.isoformat()}")
+    return s, e
+
+
 class MarketStore(ABC):
     """The market store. Get one with ``krakked.store.open_store(url)``."""
 
@@ -265,10 +391,14 @@ class MarketStore(ABC):
     # -- primitives a backend implements ---------------------------------------------------
 
     @abstractmethod
-    def write_candles(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
+    def write_candles(self, table: pa.Table, sync: Sequence[SyncUpdate] = (),
+                      coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]] | None = None
+                      ) -> int:
         """Upsert ``table`` (``CANDLE_SCHEMA``) on (timestamp, symbol, interval_minutes): a stored
-        candle is replaced only by one with volume >= its own. ``sync`` rows are written in the
-        same transaction. Returns the number of rows inserted or replaced."""
+        candle is replaced only by one with volume >= its own. ``coverage`` ((symbol, interval)
+        -> ``[from, until)`` epoch-µs ranges, ``batch_coverage`` of the batch when None) is merged
+        into the recorded coverage and ``sync`` rows are written, in the same transaction.
+        Returns the number of rows inserted or replaced."""
 
     @abstractmethod
     def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
@@ -280,20 +410,24 @@ class MarketStore(ABC):
         """Replace the universe snapshot with ``table`` (``PAIR_SCHEMA``)."""
 
     @abstractmethod
-    def read_candles(
-        self,
-        symbol: str,
-        minutes: int,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> pa.Table:
-        """Candles of ``minutes`` for ``symbol`` with ``start <= timestamp < end``, ordered by
-        time (newest first if asked, then ``limit`` applies to the newest). Stored candles of
-        that interval win; other buckets are derived exactly from the finest stored interval
-        that divides ``minutes`` (only buckets whose whole interval lies before the newest
-        source candle's close are emitted — a derived candle is never a partial one)."""
+    def read_coverage(self, symbol: str) -> dict[int, list[tuple[int, int]]]:
+        """``symbol``'s recorded candle coverage: interval -> merged ``[from, until)`` ranges
+        (epoch µs), in order. Every interval opening inside a range is stored or had no
+        trades."""
+
+    @abstractmethod
+    def read_segments(self, symbol: str, minutes: int,
+                      segments: Sequence[SourceSegment]) -> pa.Table:
+        """For each segment, the ``minutes`` buckets of ``symbol`` in it that have source rows:
+        the stored candles themselves where ``source_minutes == minutes``, else aggregated from
+        the ``source_minutes`` candles by the rule of ``store.duckdb.aggregate_query``
+        (``CANDLE_SCHEMA``, any order)."""
+
+    @abstractmethod
+    def last_closes(self, symbol: str, asks: Sequence[tuple[int, int, int]]
+                    ) -> list[tuple[Decimal, str | None] | None]:
+        """For each ``(interval, from_us, before_us)``: the close and source of ``symbol``'s
+        newest stored candle of that interval opening in ``[from_us, before_us)``, or None."""
 
     @abstractmethod
     def read_trades(self, symbol: str, start: datetime | None = None,
@@ -350,10 +484,14 @@ class MarketStore(ABC):
     # -- writing ---------------------------------------------------------------------------
 
     def upsert_candles(self, candles: Iterable[Candle] | pa.Table,
-                       sync: Sequence[SyncUpdate] = ()) -> int:
-        """Upsert candles (objects or an Arrow table) with the volume rule."""
+                       sync: Sequence[SyncUpdate] = (),
+                       coverage: Iterable[Coverage] = ()) -> int:
+        """Upsert candles (objects or an Arrow table) with the volume rule. The runs of
+        consecutive candles in the batch, and any ``coverage`` the writer vouches for, are
+        recorded with them (see ``Coverage``)."""
         table = candles if isinstance(candles, pa.Table) else candles_to_arrow(candles)
-        written = self.write_candles(table.cast(CANDLE_SCHEMA), sync)
+        table = table.cast(CANDLE_SCHEMA)
+        written = self.write_candles(table, sync, batch_coverage(table, coverage))
         self.stats.rows_written += written
         self.stats.writes += 1
         return written
@@ -392,6 +530,102 @@ class MarketStore(ABC):
 
     # -- the query API ---------------------------------------------------------------------
 
+    def read_candles(
+        self,
+        symbol: str,
+        minutes: int,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> pa.Table:
+        """``symbol``'s closed ``minutes`` candles with ``start <= timestamp < end``, ordered by
+        time (newest first if asked; ``limit`` then keeps the newest), as ``CANDLE_SCHEMA``.
+
+        Each bucket comes from a stored series whose recorded coverage spans all of it: Kraken's
+        own candles of ``minutes`` where they cover it, else the coarsest finer series that does
+        (``plan_sources``), aggregated exactly. A covered bucket without rows (no trades) is a
+        zero-volume candle at the carried close — absent when that close is not known within
+        the coverage. A bucket no series covers is absent: a derived candle is never partial.
+        """
+        segments = plan_sources(minutes, self.read_coverage(symbol),
+                                epoch_us(start) if start else None,
+                                epoch_us(end) if end else None)
+        if limit is not None and limit <= 0:
+            segments = []
+        if not segments:
+            return CANDLE_SCHEMA.empty_table()
+        if limit is None:
+            table = self._read_filled(symbol, minutes, segments)
+        else:
+            table, wanted = CANDLE_SCHEMA.empty_table(), limit
+            while True:  # the segments holding the newest (oldest) ``wanted`` buckets, widened
+                part, rest = _take_buckets(segments, wanted, newest_first)  # if some are absent
+                table = self._read_filled(symbol, minutes, part)
+                if table.num_rows >= limit or not rest:
+                    break
+                wanted *= 4
+        if newest_first:
+            table = _reversed(table)
+        return table.slice(0, limit) if limit is not None else table
+
+    def read_stored_candles(self, symbol: str, minutes: int, start: datetime,
+                            end: datetime) -> pa.Table:
+        """The candles of ``minutes`` stored for ``symbol`` with ``start <= timestamp < end``,
+        as they are (nothing derived or filled), oldest first."""
+        a, b = epoch_us(start), epoch_us(end)
+        if b <= a:
+            return CANDLE_SCHEMA.empty_table()
+        segment = SourceSegment(minutes, minutes, a, b, a)
+        return _sorted(self.read_segments(symbol, minutes, [segment]))
+
+    def _read_filled(self, symbol: str, minutes: int,
+                     segments: Sequence[SourceSegment]) -> pa.Table:
+        """The rows of ``segments``, oldest first, with covered buckets that have no rows
+        filled as zero-volume candles at the carried close."""
+        table = _sorted(self.read_segments(symbol, minutes, segments))
+        stamps = pc.cast(table["timestamp"].cast(TS), pa.int64()).combine_chunks()
+        counts = _counts(stamps, segments)
+        short = [k for k, seg in enumerate(segments) if counts[k] < seg.buckets]
+        if not short:
+            return table
+        offsets = [0]
+        for n in counts:
+            offsets.append(offsets[-1] + n)
+        # The carried close entering a segment whose first bucket has no rows.
+        asks = [k for k in short
+                if not counts[k] or stamps[offsets[k]].as_py() != segments[k].start_us]
+        seeds = dict(zip(asks, self.last_closes(symbol, [
+            (segments[k].source_minutes, segments[k].covered_from_us, segments[k].start_us)
+            for k in asks]), strict=True))
+        filler: dict[str, list[Any]] = {name: [] for name in CANDLE_SCHEMA.names}
+        width = minutes * 60_000_000
+        for k in short:
+            seg, lo, n = segments[k], offsets[k], counts[k]
+            present = stamps.slice(lo, n).to_pylist()
+            closes = table["close"].slice(lo, n).to_pylist()
+            sources = table["source"].slice(lo, n).to_pylist()
+            carry = seeds.get(k)
+            j = 0
+            for bucket in range(seg.start_us, seg.end_us, width):
+                if j < n and present[j] == bucket:
+                    carry = (closes[j], sources[j])
+                    j += 1
+                    continue
+                if carry is None:
+                    continue  # no trades here, but the price they left is not known
+                close, source = carry
+                for name, value in (("symbol", symbol), ("timestamp", from_epoch_us(bucket)),
+                                    ("interval_minutes", minutes), ("open", close),
+                                    ("high", close), ("low", close), ("close", close),
+                                    ("volume", Decimal(0)), ("quote_volume", Decimal(0)),
+                                    ("trade_count", 0), ("vwap", None), ("source", source)):
+                    filler[name].append(value)
+        if not filler["timestamp"]:
+            return table
+        return _sorted(pa.concat_tables([table, pa.table(filler, schema=CANDLE_SCHEMA)]))
+
+
     def get_candles(
         self,
         pair: str,
@@ -403,26 +637,28 @@ class MarketStore(ABC):
     ) -> Any:
         """Closed candles of ``pair``/``tf`` with ``start <= open time < end``, oldest first.
 
-        Higher timeframes come from Kraken's own stored candles where present, else are derived
-        exactly from the finest stored candles. ``as_``: ``candles`` (objects), ``arrow``,
-        ``polars`` or ``pandas`` (the last two only if installed).
+        Higher timeframes come from Kraken's own stored candles where they cover a bucket, else
+        are derived exactly from the coarsest finer stored series that covers it (never a partial
+        bucket: see ``read_candles``); ``limit`` keeps the oldest. ``as_``: ``candles``
+        (objects), ``arrow``, ``polars`` or ``pandas`` (the last two only if installed).
         """
         symbol, minutes = self.canonical(pair), interval_minutes(tf)
-        s, e = _utc(start, "start"), _utc(end, "end")
-        if s and e and e <= s:
-            raise InvalidRequestError(f"end {e.isoformat()} is not after start {s.isoformat()}")
-        table = self.read_candles(symbol, minutes, s, e, None, False)
-        if limit is not None:
-            table = table.slice(0, max(0, limit))
+        s, e = _window(start, end)
+        table = self.read_candles(symbol, minutes, s, e,
+                                  None if limit is None else max(0, limit), False)
         return _convert(table, as_)
 
     def get_latest_candles(self, pair: str, tf: str | int, count: int,
-                           as_: AsKind = "candles") -> Any:
-        """The newest ``count`` closed candles, oldest first."""
+                           as_: AsKind = "candles", *,
+                           start: datetime | int | str | None = None,
+                           end: datetime | int | str | None = None) -> Any:
+        """The newest ``count`` closed candles, oldest first; with ``start``/``end``, the newest
+        ``count`` of those with ``start <= open time < end``."""
         if count < 0:
             raise InvalidRequestError(f"count must be >= 0, got {count}")
         symbol, minutes = self.canonical(pair), interval_minutes(tf)
-        table = self.read_candles(symbol, minutes, None, None, count, True)
+        s, e = _window(start, end)
+        table = self.read_candles(symbol, minutes, s, e, count, True)
         return _convert(_reversed(table), as_)
 
     def get_ohlc(self, pair: str, tf: str | int, lookback: int | None = None,

@@ -37,7 +37,7 @@ import contextlib
 import itertools
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -46,7 +46,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from krakked.errors import InvalidRequestError, StoreError, StoreLockedError
-from krakked.market.candles import TIMEFRAMES, bucket_start, interval_minutes
+from krakked.market.candles import (
+    TIMEFRAMES,
+    SourceSegment,
+    bucket_ceil_us,
+    bucket_start,
+    epoch_us,
+    from_epoch_us,
+    interval_minutes,
+    merge_ranges,
+)
 from krakked.store.base import (
     CANDLE_SCHEMA,
     PAIR_SCHEMA,
@@ -55,21 +64,26 @@ from krakked.store.base import (
     TRADE_SCHEMA,
     MarketStore,
     SyncUpdate,
+    batch_coverage,
 )
 
 __all__ = [
     "MIGRATIONS",
     "DuckDBStore",
+    "aggregate_query",
     "coverage_query",
+    "coverage_runs_query",
     "dedupe_candles_query",
-    "derive_query",
     "exact_div",
     "fill_vwap",
+    "last_closes_with",
     "lit",
-    "read_candles_with",
+    "merge_coverage",
+    "read_segments_with",
     "same_trade",
     "sort_by_time",
     "to_arrow",
+    "trim_coverage",
     "ts_lit",
     "with_trade_ids",
 ]
@@ -195,69 +209,56 @@ def fill_vwap(table: pa.Table, flag: str = "__derived") -> pa.Table:
     return table.set_column(table.schema.get_field_index("vwap"), "vwap", vwap)
 
 
-def derive_query(
+def aggregate_query(
     source: str,
     source_minutes: int,
     minutes: int,
     *,
-    stored: str | None = None,
     symbol: str | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    where: str = "TRUE",
     vwap: Literal["sql", "flag"] = "sql",
-    edge_us: int | None = None,
     fallback: bool = True,
     one_source: str | None = None,
 ) -> str:
-    """SQL for ``minutes`` candles (``CANDLE_SCHEMA`` columns, unordered): the rows of
-    ``stored`` (a relation of that interval's stored candles), plus, for every (symbol, bucket)
-    that has none, the candle aggregated exactly from ``source`` (a relation of
-    ``source_minutes`` candles) — only buckets that end at or before the newest source
-    candle's close, so a derived candle is never a partial one.
+    """SQL for the ``minutes`` candles (``CANDLE_SCHEMA`` columns, unordered) aggregated exactly
+    from the rows of ``source`` (a relation of ``source_minutes`` candles) that match ``where``
+    — one per (symbol, bucket) that has rows. Which buckets are complete is the caller's
+    business (``plan_sources``: only buckets a recorded coverage spans).
 
-    open = first, close = last, high = max, low = min; volume, quote volume (vwap × volume
-    where a source row has no quote volume; NULL if a row has neither) and trade count summed;
-    vwap = quote volume / volume; source = the sources' common source, else ``trades``.
+    Kraken answers an interval without trades with a zero-volume candle repeating the previous
+    close, so rows without volume count for the close only: open = the first traded row's open,
+    high = max and low = min over traded rows, close = the last row's close; a bucket without
+    any volume is a zero-volume candle at that carried close. Volume, quote volume (vwap ×
+    volume where a row has no quote volume; zero for a row without volume; NULL if a traded row
+    has neither) and trade count are summed; vwap = quote volume / volume; source = the rows'
+    common source, else ``trades``.
 
-    ``symbol``: both relations hold only that symbol (cheaper plan); then ``edge_us`` may give
-    the newest source candle's open time (epoch µs) instead of querying it, and
-    ``fallback=False`` may promise that no source row in range lacks its quote volume, and
-    ``one_source`` that every source row in range has that ``source``.
-    ``vwap="sql"`` divides in SQL (``exact_div``); ``vwap="flag"`` leaves derived vwaps NULL
+    ``symbol``: the relation holds only that symbol (cheaper plan). ``fallback=False`` promises
+    that no matching row lacks its quote volume, ``one_source`` that every matching row has that
+    ``source``. ``vwap="sql"`` divides in SQL (``exact_div``); ``vwap="flag"`` leaves vwaps NULL
     and adds a boolean ``__derived`` column for ``fill_vwap`` to finish in Python.
     """
     if minutes <= source_minutes or minutes % source_minutes:
         raise InvalidRequestError(
             f"cannot derive {minutes}m candles from {source_minutes}m candles")
-    width = minutes * US_PER_MINUTE
-    # Source rows of exactly the buckets b with start <= b < end: [ceil(start), ceil(end)).
-    src_filter = ["TRUE"]
-    out_filter = [f"a.__b + {width} <= e.__end"]
-    stored_filter = ["TRUE"]
-    if start is not None:
-        src_filter.append(f"timestamp >= {ts_lit(_bucket_ceil(start, minutes))}")
-        stored_filter.append(f"timestamp >= {ts_lit(start)}")
-    if end is not None:
-        src_filter.append(f"timestamp < {ts_lit(_bucket_ceil(end, minutes))}")
-        stored_filter.append(f"timestamp < {ts_lit(end)}")
     # Quote volume of a source row: its own, else vwap × volume computed exactly by parts
     # (DuckDB cannot multiply two DECIMAL(38,18) without overflowing 38 digits, and rescaling
     # a 38-digit decimal per row is slow): with t = integer part and f = fraction,
     # vwap × volume = tv·volume + fv·tq (scale 18) + fv₉·fq (scale 27) + (fv - fv₉)·fq (scale 36),
     # fv₉ being fv rounded to 9 places; the last two are summed per bucket, then rounded once.
-    rows = f"SELECT * FROM {source} WHERE {' AND '.join(src_filter)}"
+    rows = f"SELECT * FROM {source} WHERE {where}"
     if fallback:
+        bare = "quote_volume IS NULL AND volume <> 0"
         rows = (
             "SELECT *, (vwap - __tv)::DECIMAL(18,18) AS __fv, "
             "(volume - __tq)::DECIMAL(18,18) AS __fq FROM ("
-            "SELECT *, CASE WHEN quote_volume IS NULL THEN trunc(vwap) END AS __tv, "
-            f"CASE WHEN quote_volume IS NULL THEN trunc(volume) END AS __tq FROM ({rows}))")
-        qhi = ("CASE WHEN quote_volume IS NOT NULL THEN quote_volume ELSE "
-               "__tv * volume + __fv * __tq END")
+            f"SELECT *, CASE WHEN {bare} THEN trunc(vwap) END AS __tv, "
+            f"CASE WHEN {bare} THEN trunc(volume) END AS __tq FROM ({rows}))")
+        qhi = ("CASE WHEN volume = 0 THEN 0 WHEN quote_volume IS NOT NULL THEN quote_volume "
+               "ELSE __tv * volume + __fv * __tq END")
         qparts = (f"{qhi} AS __qhi, "
-                  "CASE WHEN quote_volume IS NULL THEN __fv::DECIMAL(18,9) * __fq END AS __qmid, "
-                  "CASE WHEN quote_volume IS NULL THEN (__fv - __fv::DECIMAL(18,9)) * __fq END "
-                  "AS __qlo")
+                  f"CASE WHEN {bare} THEN __fv::DECIMAL(18,9) * __fq END AS __qmid, "
+                  f"CASE WHEN {bare} THEN (__fv - __fv::DECIMAL(18,9)) * __fq END AS __qlo")
         mid18 = f"coalesce(sum(__qmid), 0)::{DEC}"
         rest = (f"((coalesce(sum(__qmid), 0) - {mid18})::DECIMAL(38,36) "
                 f"+ coalesce(sum(__qlo), 0))::{DEC}")
@@ -271,113 +272,91 @@ def derive_query(
         source_agg = ("CASE WHEN count(source) = 0 THEN NULL WHEN count(source) = count(*) "
                       "AND min(source) = max(source) THEN min(source) ELSE 'trades' END")
         source_col = "source, "
-    cols = ", ".join(CANDLE_COLS)
     group = "__b" if symbol else "symbol, __b"
     sym_out = lit(symbol) if symbol else "symbol"
-    anti = ""
-    stored_cte = ""
-    if stored is not None:
-        stored_cte = (f"__stored AS (SELECT {cols} FROM {stored} "
-                      f"WHERE {' AND '.join(stored_filter)}), ")
-        same_symbol = "" if symbol else "s.symbol = a.symbol AND "
-        anti = (f" AND NOT EXISTS (SELECT 1 FROM __stored s WHERE {same_symbol}"
-                "epoch_us(s.timestamp) = a.__b)")
-    if symbol and edge_us is not None:
-        edge = ""
-        join = f"__agg a, (SELECT {edge_us + source_minutes * US_PER_MINUTE} AS __end) e"
-    elif symbol:
-        edge = (f"__edge AS (SELECT max(timestamp) AS __last FROM {source}), ")
-        join = "__agg a, (SELECT epoch_us(__last) + " \
-               f"{source_minutes * US_PER_MINUTE} AS __end FROM __edge) e"
-    else:
-        edge = (f"__edge AS (SELECT symbol, max(timestamp) AS __last FROM {source} "
-                "GROUP BY symbol), ")
-        join = "__agg a JOIN (SELECT symbol, epoch_us(__last) + " \
-               f"{source_minutes * US_PER_MINUTE} AS __end FROM __edge) e USING (symbol)"
-    derived = f"SELECT a.* FROM {join} WHERE {' AND '.join(out_filter)}{anti}"
-    if vwap == "sql":
-        with_vwap = exact_div(f"({derived})", "quote_volume", "volume", "vwap")
-        flag_d = flag_s = ""
-    else:
-        with_vwap = f"SELECT *, NULL::{DEC} AS vwap FROM ({derived})"
-        flag_d, flag_s = ", TRUE AS __derived", ", FALSE AS __derived"
-    sql = (
-        f"WITH {stored_cte}{edge}"
-        f"__agg AS (SELECT {group}, "
-        f"arg_min(open, __us) AS open, max(high) AS high, min(low) AS low, "
-        f"arg_max(close, __us) AS close, sum(volume) AS volume, "
+    carried = "arg_max(close, __us)"
+    traded = "FILTER (WHERE volume > 0)"
+    agg = (
+        f"SELECT {group}, "
+        f"coalesce(arg_min(open, __us) {traded}, {carried}) AS open, "
+        f"coalesce(max(high) {traded}, {carried}) AS high, "
+        f"coalesce(min(low) {traded}, {carried}) AS low, "
+        f"{carried} AS close, sum(volume) AS volume, "
         f"{quote} AS quote_volume, sum(trade_count)::BIGINT AS trade_count, "
         f"{source_agg} AS source "
         f"FROM (SELECT symbol, {bucket_us('epoch_us(timestamp)', minutes)} AS __b, "
         f"epoch_us(timestamp) AS __us, open, high, low, close, volume, trade_count, "
-        f"{source_col}{qparts} FROM ({rows})) GROUP BY {group}) "
-        f"SELECT {sym_out} AS symbol, make_timestamptz(__b) AS timestamp, {minutes}::INTEGER "
-        f"AS interval_minutes, open, high, low, close, volume, quote_volume, trade_count, vwap, "
-        f"source{flag_d} FROM ({with_vwap})"
-    )
-    if stored is not None:
-        sql += f" UNION ALL SELECT {cols}{flag_s} FROM __stored"
-    return sql
+        f"{source_col}{qparts} FROM ({rows})) GROUP BY {group}")
+    if vwap == "sql":
+        with_vwap, flag = exact_div(f"({agg})", "quote_volume", "volume", "vwap"), ""
+    else:
+        with_vwap, flag = f"SELECT *, NULL::{DEC} AS vwap FROM ({agg})", ", TRUE AS __derived"
+    return (f"SELECT {sym_out} AS symbol, make_timestamptz(__b) AS timestamp, "
+            f"{minutes}::INTEGER AS interval_minutes, open, high, low, close, volume, "
+            f"quote_volume, trade_count, vwap, source{flag} FROM ({with_vwap})")
 
 
-def read_candles_with(
+def _ranges_sql(ranges: Sequence[tuple[int, int]]) -> str:
+    """SQL: ``timestamp`` lies in one of ``ranges`` (epoch µs, ``[from, until)``)."""
+    return "(" + " OR ".join(
+        f"(timestamp >= {ts_lit(from_epoch_us(a))} AND timestamp < {ts_lit(from_epoch_us(b))})"
+        for a, b in ranges) + ")"
+
+
+def read_segments_with(
     run: Callable[[str], pa.Table],
+    relation: Callable[[int], str],
     symbol: str,
     minutes: int,
-    stored: str | None,
-    source: tuple[str, int] | None,
-    start: datetime | None,
-    end: datetime | None,
-    limit: int | None,
-    newest_first: bool,
+    segments: Sequence[SourceSegment],
 ) -> pa.Table:
-    """``MarketStore.read_candles`` over SQL relations of one symbol: ``stored`` (its candles
-    of ``minutes``) and/or ``source`` = (relation, interval) of finer candles to derive the
-    other buckets from. ``run`` executes DuckDB SQL (and names the culprit when it fails)."""
-    order = " ORDER BY timestamp DESC" if newest_first else (
-        " ORDER BY timestamp" if limit is not None else "")
-    tail = order + (f" LIMIT {max(0, int(limit))}" if limit is not None else "")
-    edge_us, fallback, one_source = None, True, None
-    if source is not None:
-        rel, finer = source
-        window = ["TRUE"]
-        if start is not None:
-            window.append(f"timestamp >= {ts_lit(_bucket_ceil(start, minutes))}")
-        if end is not None:
-            window.append(f"timestamp < {ts_lit(_bucket_ceil(end, minutes))}")
-        where = " AND ".join(window)
+    """``MarketStore.read_segments`` over DuckDB SQL: ``relation(interval)`` is a relation of
+    ``symbol``'s stored candles of that interval; ``run`` executes SQL (naming the culprit
+    when it fails). Rows in ``CANDLE_SCHEMA``, unordered."""
+    by_source: dict[int, list[tuple[int, int]]] = {}
+    for seg in segments:
+        by_source.setdefault(seg.source_minutes, []).append((seg.start_us, seg.end_us))
+    parts: list[str] = []
+    cols = ", ".join(CANDLE_COLS)
+    for source, ranges in sorted(by_source.items()):
+        where = _ranges_sql(ranges)
+        rel = relation(source)
+        if source == minutes:
+            parts.append(f"SELECT {cols}, FALSE AS __derived FROM {rel} WHERE {where}")
+            continue
         facts = run(
-            f"SELECT epoch_us(max(timestamp)) AS last, count(*) FILTER (WHERE {where} AND "
-            f"quote_volume IS NULL) AS bare, count(*) FILTER (WHERE {where} AND source IS NULL) "
-            f"AS anon, min(source) FILTER (WHERE {where}) AS lo, max(source) FILTER (WHERE "
-            f"{where}) AS hi FROM {rel}").to_pylist()[0]
-        edge_us, fallback = facts["last"], bool(facts["bare"])
+            f"SELECT count(*) FILTER (WHERE quote_volume IS NULL AND volume <> 0) AS bare, "
+            f"count(*) FILTER (WHERE source IS NULL) AS anon, min(source) AS lo, "
+            f"max(source) AS hi FROM {rel} WHERE {where}").to_pylist()[0]
+        one_source = None
         if not facts["anon"] and facts["lo"] is not None and facts["lo"] == facts["hi"]:
             one_source = facts["lo"]
-        if edge_us is None:
-            source = None
-    if source is None:
-        if stored is None:
-            return CANDLE_SCHEMA.empty_table()
-        where = ["TRUE"]
-        if start is not None:
-            where.append(f"timestamp >= {ts_lit(start)}")
-        if end is not None:
-            where.append(f"timestamp < {ts_lit(end)}")
-        cols = ", ".join(c for c in CANDLE_COLS if c not in ("symbol", "interval_minutes"))
-        table = run(f"SELECT {cols} FROM {stored} WHERE {' AND '.join(where)}{tail}")
-        table = table.add_column(0, "symbol", pa.repeat(symbol, table.num_rows))
-        table = table.add_column(2, "interval_minutes",
-                                 pa.repeat(pa.scalar(minutes, pa.int32()), table.num_rows))
-    else:
-        rel, finer = source
-        derived = derive_query(rel, finer, minutes, stored=stored, symbol=symbol, start=start,
-                               end=end, vwap="flag", edge_us=edge_us, fallback=fallback,
-                               one_source=one_source)
-        table = fill_vwap(run(f"SELECT * FROM ({derived}){tail}"))
-    if not order:
-        table = sort_by_time(table)
+        parts.append(aggregate_query(rel, source, minutes, symbol=symbol, where=where,
+                                     vwap="flag", fallback=bool(facts["bare"]),
+                                     one_source=one_source))
+    if not parts:
+        return CANDLE_SCHEMA.empty_table()
+    table = fill_vwap(run(" UNION ALL ".join(f"({p})" for p in parts)))
     return _as_schema(table, CANDLE_SCHEMA)
+
+
+def last_closes_with(
+    run: Callable[[str], pa.Table],
+    relation: Callable[[int], str],
+    asks: Sequence[tuple[int, int, int]],
+) -> list[tuple[Any, str | None] | None]:
+    """``MarketStore.last_closes`` over DuckDB SQL (``relation`` as in ``read_segments_with``)."""
+    if not asks:
+        return []
+    parts = [
+        f"SELECT {k} AS __k, arg_max(close, timestamp) AS close, "
+        f"arg_max(source, timestamp) AS source, count(*) AS n FROM {relation(source)} "
+        f"WHERE {_ranges_sql([(a, b)])}"
+        for k, (source, a, b) in enumerate(asks)
+    ]
+    rows = run(" UNION ALL ".join(f"({p})" for p in parts)).to_pylist()
+    found = {r["__k"]: (r["close"], r["source"]) for r in rows if r["n"]}
+    return [found.get(k) for k in range(len(asks))]
 
 
 def sort_by_time(table: pa.Table) -> pa.Table:
@@ -430,21 +409,58 @@ TRADE_READ_COLS = ", ".join(
 """Trade columns as read back: synthetic (negative) ids of CSV rows come back as NULL."""
 
 
-def coverage_query(relation: str) -> str:
+def coverage_query(relation: str, coverage: str) -> str:
     """SQL: per (symbol, interval_minutes) of the candles in ``relation``: first, last, rows,
-    missing buckets between first and last, and gaps (runs of missing buckets)."""
+    and from the recorded coverage ``coverage`` (``candle_coverage`` columns) the buckets no
+    coverage vouches for between its ranges (``missing``) and how many such holes (``gaps``)."""
     return (
-        "SELECT symbol, interval_minutes, min(timestamp) AS first, max(timestamp) AS last, "
-        "count(*) AS rows, "
-        f"((max(__us) - min(__us)) // (interval_minutes * {US_PER_MINUTE}::BIGINT) + 1 "
-        "- count(*))::BIGINT AS missing, "
-        f"count(*) FILTER (WHERE __prev IS NOT NULL AND __us - __prev > interval_minutes * "
-        f"{US_PER_MINUTE}::BIGINT) AS gaps "
-        "FROM (SELECT symbol, interval_minutes, timestamp, epoch_us(timestamp) AS __us, "
-        "lag(epoch_us(timestamp)) OVER (PARTITION BY symbol, interval_minutes "
-        f"ORDER BY timestamp) AS __prev FROM {relation}) "
-        "GROUP BY symbol, interval_minutes ORDER BY symbol, interval_minutes"
+        "WITH __c AS (SELECT symbol, interval_minutes, min(timestamp) AS first, "
+        f"max(timestamp) AS last, count(*) AS rows FROM {relation} "
+        "GROUP BY symbol, interval_minutes), "
+        "__h AS (SELECT symbol, interval_minutes, sum((epoch_us(__next) - "
+        f"epoch_us(covered_until)) // (interval_minutes * {US_PER_MINUTE}::BIGINT))::BIGINT "
+        "AS missing, count(*) AS gaps FROM (SELECT *, lead(covered_from) OVER (PARTITION BY "
+        f"symbol, interval_minutes ORDER BY covered_from) AS __next FROM {coverage}) "
+        "WHERE __next IS NOT NULL GROUP BY symbol, interval_minutes) "
+        "SELECT __c.symbol, __c.interval_minutes, first, last, rows, "
+        "coalesce(missing, 0)::BIGINT AS missing, coalesce(gaps, 0)::BIGINT AS gaps "
+        "FROM __c LEFT JOIN __h USING (symbol, interval_minutes) "
+        "ORDER BY __c.symbol, __c.interval_minutes"
     )
+
+
+def merge_coverage(con: duckdb.DuckDBPyConnection,
+                   coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]]) -> None:
+    """Merge ``coverage`` ((symbol, interval) -> epoch-µs ranges) into ``candle_coverage``
+    (kept as disjoint, non-touching ranges), inside the caller's transaction."""
+    for (symbol, minutes), ranges in sorted(coverage.items()):
+        if not ranges:
+            continue
+        lo, hi = min(a for a, _ in ranges), max(b for _, b in ranges)
+        near = ("symbol = $symbol AND interval_minutes = $m AND "
+                "epoch_us(covered_until) >= $lo AND epoch_us(covered_from) <= $hi")
+        params = {"symbol": symbol, "m": minutes, "lo": lo, "hi": hi}
+        existing = _exec(con, "SELECT epoch_us(covered_from), epoch_us(covered_until) FROM "
+                              f"candle_coverage WHERE {near}", params)
+        merged = merge_ranges([*ranges, *((int(a), int(b)) for a, b in existing)])
+        _exec(con, f"DELETE FROM candle_coverage WHERE {near}", params)
+        con.executemany(
+            "INSERT INTO candle_coverage VALUES (?, ?, make_timestamptz(?), make_timestamptz(?))",
+            [(symbol, minutes, a, b) for a, b in merged])
+
+
+def trim_coverage(con: duckdb.DuckDBPyConnection, cutoff: datetime) -> None:
+    """After deleting candles opening before ``cutoff``: coverage starts no earlier than each
+    interval's first bucket at or after it."""
+    _exec(con, f"DELETE FROM candle_coverage WHERE covered_until <= {ts_lit(cutoff)}")
+    cut = epoch_us(cutoff)
+    for (minutes,) in _exec(con, "SELECT DISTINCT interval_minutes FROM candle_coverage "
+                                 f"WHERE covered_from < {ts_lit(cutoff)}"):
+        first = bucket_ceil_us(cut, int(minutes))
+        _exec(con, "UPDATE candle_coverage SET covered_from = make_timestamptz($first) "
+                   "WHERE interval_minutes = $m AND epoch_us(covered_from) < $first",
+              {"first": first, "m": int(minutes)})
+        _exec(con, "DELETE FROM candle_coverage WHERE covered_from >= covered_until")
 
 
 def sync_target(update: SyncUpdate, kind: str | None = None) -> tuple[str, int | None]:
@@ -490,11 +506,32 @@ def row_index(table: pa.Table, name: str = "__i") -> pa.Table:
 
 # --- schema and migrations ----------------------------------------------------------------------
 
+def coverage_runs_query(relation: str) -> str:
+    """SQL: per (symbol, interval_minutes), the runs of consecutive candles in ``relation`` as
+    ``covered_from`` / ``covered_until`` (what a stored candle vouches for by itself)."""
+    return (
+        "SELECT symbol, interval_minutes, make_timestamptz(min(__us)) AS covered_from, "
+        f"make_timestamptz(max(__us) + interval_minutes * {US_PER_MINUTE}::BIGINT) "
+        "AS covered_until FROM (SELECT symbol, interval_minutes, epoch_us(timestamp) AS __us, "
+        f"epoch_us(timestamp) // (interval_minutes * {US_PER_MINUTE}::BIGINT) - row_number() "
+        "OVER (PARTITION BY symbol, interval_minutes ORDER BY timestamp) AS __run "
+        f"FROM {relation}) GROUP BY symbol, interval_minutes, __run")
+
+
 def _rollup_view(minutes: int) -> str:
-    source = "(SELECT * FROM candles WHERE interval_minutes = 1)"
-    stored = f"(SELECT * FROM candles WHERE interval_minutes = {minutes})"
-    return (f"CREATE OR REPLACE VIEW {ROLLUPS[minutes]} AS "
-            f"{derive_query(source, 1, minutes, stored=stored)}")
+    """The view ``candles_<tf>``: Kraken's stored candles of that interval, plus the buckets
+    derived from 1-minute candles whose recorded coverage spans the whole bucket."""
+    cols = ", ".join(CANDLE_COLS)
+    derived = aggregate_query("(SELECT * FROM candles WHERE interval_minutes = 1)", 1, minutes)
+    width = minutes * US_PER_MINUTE
+    return (
+        f"CREATE OR REPLACE VIEW {ROLLUPS[minutes]} AS SELECT {cols} FROM ({derived}) AS d "
+        "WHERE EXISTS (SELECT 1 FROM candle_coverage AS cv WHERE cv.symbol = d.symbol AND "
+        "cv.interval_minutes = 1 AND cv.covered_from <= d.timestamp AND "
+        f"epoch_us(cv.covered_until) >= epoch_us(d.timestamp) + {width}) "
+        "AND NOT EXISTS (SELECT 1 FROM candles AS k WHERE k.symbol = d.symbol AND "
+        f"k.interval_minutes = {minutes} AND k.timestamp = d.timestamp) "
+        f"UNION ALL SELECT {cols} FROM candles WHERE interval_minutes = {minutes}")
 
 
 _V1 = [
@@ -515,12 +552,24 @@ _V1 = [
     "data_type VARCHAR NOT NULL, oldest_timestamp TIMESTAMPTZ, newest_timestamp TIMESTAMPTZ, "
     "last_sync_at TIMESTAMPTZ, last_kraken_since BIGINT, total_records BIGINT NOT NULL DEFAULT 0, "
     "PRIMARY KEY (symbol, data_type))",
+    # (version 1 also created the rollup views; version 2 replaces them)
+]
+
+_V2 = [
+    "CREATE TABLE IF NOT EXISTS candle_coverage (symbol VARCHAR NOT NULL, "
+    "interval_minutes INTEGER NOT NULL, covered_from TIMESTAMPTZ NOT NULL, "
+    "covered_until TIMESTAMPTZ NOT NULL, PRIMARY KEY (symbol, interval_minutes, covered_from))",
+    # What a store of version 1 holds vouches for the runs of consecutive candles it has.
+    "INSERT INTO candle_coverage SELECT * FROM (" + coverage_runs_query("candles") + ") "
+    "ON CONFLICT DO NOTHING",
     *(_rollup_view(m) for m in sorted(ROLLUPS)),
 ]
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "tables pairs, trades, candles, data_sync_status; rollup views candles_5m..candles_1w",
-     _V1),
+    (1, "tables pairs, trades, candles, data_sync_status", _V1),
+    (2, "table candle_coverage (recorded coverage of each candle series, filled with the runs "
+        "of consecutive candles stored); rollup views candles_5m..candles_1w derive only "
+        "buckets that coverage spans", _V2),
 ]
 """(version, description, statements), applied in order, each in one transaction."""
 
@@ -661,9 +710,11 @@ class DuckDBStore(MarketStore):
 
     # -- writing ------------------------------------------------------------------------------
 
-    def write_candles(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
-        """Upsert candles with the volume rule; ``sync`` rows (``candles_<tf>``) in the same
-        transaction.
+    def write_candles(self, table: pa.Table, sync: Sequence[SyncUpdate] = (),
+                      coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]] | None = None
+                      ) -> int:
+        """Upsert candles with the volume rule; the coverage (``MarketStore.write_candles``) and
+        ``sync`` rows (``candles_<tf>``) in the same transaction.
 
         Done as an UPDATE of the stored keys the batch beats, then an INSERT of the new keys
         in (symbol, interval, time) order — the same result as ``INSERT … ON CONFLICT DO
@@ -671,7 +722,9 @@ class DuckDBStore(MarketStore):
         on disk, so reads need no sort and time filters skip whole row groups.
         """
         targets = [sync_target(u, "candles") for u in sync]
-        if table.num_rows == 0 and not sync:
+        if coverage is None:
+            coverage = batch_coverage(table)
+        if table.num_rows == 0 and not sync and not coverage:
             return 0
         unique = keys_unique(table)
         cols = ", ".join(CANDLE_COLS)
@@ -701,6 +754,7 @@ class DuckDBStore(MarketStore):
                              f"{same}) ORDER BY symbol, interval_minutes, timestamp") or 0)
                 finally:
                     con.unregister("__batch")
+            merge_coverage(con, coverage)
             self._write_sync(con, sync, targets)
         return written
 
@@ -804,6 +858,8 @@ class DuckDBStore(MarketStore):
         with self._txn() as con:
             deleted = int(_scalar(
                 con, f"DELETE FROM {kind} WHERE timestamp < {ts_lit(cutoff)}") or 0)
+            if kind == "candles":
+                trim_coverage(con, cutoff)
             statuses = _exec(con, "SELECT symbol, data_type FROM data_sync_status")
             for symbol, data_type in statuses:
                 target = sync_target(SyncUpdate(symbol, data_type))
@@ -814,37 +870,33 @@ class DuckDBStore(MarketStore):
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _intervals(self, symbol: str) -> set[int]:
-        """The intervals stored for ``symbol``."""
-        with self._lock:
-            try:
-                rows = _exec(self._con, "SELECT DISTINCT interval_minutes FROM candles "
-                                        "WHERE symbol = ?", [symbol])
-            except duckdb.Error as exc:
-                raise StoreError(f"{self.path}: {_first_line(exc)}") from None
-        return {int(r[0]) for r in rows}
-
-    def read_candles(
-        self,
-        symbol: str,
-        minutes: int,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> pa.Table:
-        """See ``MarketStore.read_candles``: stored candles of ``minutes`` win, the other
-        buckets are derived exactly from the finest stored interval that divides it."""
+    def _relation(self, symbol: str) -> Callable[[int], str]:
         def rel(interval: int) -> str:
             return (f"(SELECT * FROM candles WHERE symbol = {lit(symbol)} AND "
                     f"interval_minutes = {int(interval)})")
+        return rel
 
-        intervals = self._intervals(symbol) if minutes > 1 else {minutes}
-        finer = [i for i in intervals if i < minutes and minutes % i == 0]
-        stored = rel(minutes) if minutes in intervals else None
-        source = (rel(min(finer)), min(finer)) if finer else None
-        return read_candles_with(self._arrow, symbol, minutes, stored, source, start, end,
-                                 limit, newest_first)
+    def read_coverage(self, symbol: str) -> dict[int, list[tuple[int, int]]]:
+        """See ``MarketStore.read_coverage``."""
+        rows = self._arrow(
+            "SELECT interval_minutes, epoch_us(covered_from) AS a, epoch_us(covered_until) AS b "
+            f"FROM candle_coverage WHERE symbol = {lit(symbol)} "
+            "ORDER BY interval_minutes, covered_from").to_pylist()
+        out: dict[int, list[tuple[int, int]]] = {}
+        for r in rows:
+            out.setdefault(int(r["interval_minutes"]), []).append((r["a"], r["b"]))
+        return out
+
+    def read_segments(self, symbol: str, minutes: int,
+                      segments: Sequence[SourceSegment]) -> pa.Table:
+        """See ``MarketStore.read_segments``."""
+        return read_segments_with(self._arrow, self._relation(symbol), symbol, minutes,
+                                  segments)
+
+    def last_closes(self, symbol: str, asks: Sequence[tuple[int, int, int]]
+                    ) -> list[tuple[Any, str | None] | None]:
+        """See ``MarketStore.last_closes``."""
+        return last_closes_with(self._arrow, self._relation(symbol), asks)
 
     def read_trades(self, symbol: str, start: datetime | None = None,
                     end: datetime | None = None, limit: int | None = None) -> pa.Table:
@@ -869,7 +921,8 @@ class DuckDBStore(MarketStore):
     def coverage(self, symbol: str | None = None) -> list[dict[str, Any]]:
         """Per stored (symbol, interval): first, last, rows, missing, gaps; then trades."""
         where = f" WHERE symbol = {lit(symbol)}" if symbol else ""
-        rows = self._rows(coverage_query(f"(SELECT * FROM candles{where})"))
+        rows = self._rows(coverage_query(f"(SELECT * FROM candles{where})",
+                                         f"(SELECT * FROM candle_coverage{where})"))
         rows += self._rows(
             "SELECT symbol, NULL AS interval_minutes, min(timestamp) AS first, "
             "max(timestamp) AS last, count(*) AS rows, NULL AS missing, NULL AS gaps "

@@ -27,6 +27,12 @@ Promises:
   sidecar ``<PAIR>.csv.status.json`` written after the data file is in place: a crash between
   the two leaves the previous status, whose cursor is behind the data (the next sync re-fetches
   a little, which the idempotent upsert absorbs) — never a cursor ahead of the data;
+- the recorded coverage of a candle file (``MarketStore.write_candles``: the ranges its writers
+  vouched for) lives beside its status: Parquet metadata key ``krakked.coverage``, or the CSV
+  sidecar ``<PAIR>.csv.coverage.json`` (written after the data file: a crash between the two
+  leaves less coverage recorded, never more). The runs of consecutive candles a file holds are
+  coverage by themselves (so a file written by other tools still serves every bucket its rows
+  span), and nothing is recorded while they say it all;
 - one writer at a time per root (an exclusive lock on ``<root>/.krakked.lock``, waited for);
   readers take no lock;
 - a file that cannot be read (a corrupted Parquet file, a malformed CSV) is a ``StoreError``
@@ -45,7 +51,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,13 +64,23 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from krakked.errors import InvalidRequestError, StoreError
-from krakked.market.candles import TIMEFRAMES, timeframe_name
+from krakked.market.candles import (
+    TIMEFRAMES,
+    SourceSegment,
+    bucket_ceil_us,
+    epoch_us,
+    from_epoch_us,
+    merge_ranges,
+    timeframe_name,
+)
 from krakked.store.base import (
     CANDLE_SCHEMA,
     PAIR_SCHEMA,
     TRADE_SCHEMA,
+    TS,
     MarketStore,
     SyncUpdate,
+    batch_coverage,
 )
 from krakked.store.duckdb import (
     CANDLE_COLS,
@@ -74,8 +90,10 @@ from krakked.store.duckdb import (
     _first_line,
     _py,
     coverage_query,
+    coverage_runs_query,
+    last_closes_with,
     lit,
-    read_candles_with,
+    read_segments_with,
     row_index,
     same_trade,
     sync_target,
@@ -87,6 +105,7 @@ from krakked.store.duckdb import (
 __all__ = ["FileStore"]
 
 STATUS_KEY = b"krakked.sync_status"
+COVERAGE_KEY = b"krakked.coverage"
 LOCK_NAME = ".krakked.lock"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STATUS_TIMES = ("oldest_timestamp", "newest_timestamp", "last_sync_at")
@@ -125,6 +144,7 @@ class _Target:
     symbol: str
     minutes: int | None
     sync: SyncUpdate | None
+    coverage: tuple[tuple[int, int], ...] = ()
 
 
 class FileStore(MarketStore):
@@ -174,6 +194,9 @@ class FileStore(MarketStore):
 
     def _status_path(self, data: Path) -> Path:
         return data.with_name(data.name + ".status.json")
+
+    def _coverage_path(self, data: Path) -> Path:
+        return data.with_name(data.name + ".coverage.json")
 
     def _data_files(self, kind: Literal["candles", "trades"],
                     symbol: str | None = None) -> list[tuple[Path, int | None]]:
@@ -253,6 +276,28 @@ class FileStore(MarketStore):
             if data.get(key):
                 data[key] = datetime.fromisoformat(data[key]).astimezone(UTC)
         return data
+
+    def _read_recorded(self, path: Path) -> list[tuple[int, int]]:
+        """The coverage recorded for the candle file ``path`` (epoch-µs ranges), if any."""
+        raw: bytes | None = None
+        if self.fmt == "parquet":
+            if path.exists():
+                self._check(path)
+                raw = (pq.read_metadata(path).metadata or {}).get(COVERAGE_KEY)
+        else:
+            sidecar = self._coverage_path(path)
+            if sidecar.exists():
+                try:
+                    raw = sidecar.read_bytes()
+                except OSError as exc:
+                    raise StoreError(f"{sidecar}: cannot read ({exc.strerror})") from None
+        if raw is None:
+            return []
+        try:
+            return [(int(a), int(b)) for a, b in json.loads(raw)]
+        except (ValueError, TypeError):
+            where = path if self.fmt == "parquet" else self._coverage_path(path)
+            raise StoreError(f"{where}: corrupted coverage record") from None
 
     # -- writing files --------------------------------------------------------------------------
 
@@ -340,12 +385,16 @@ class FileStore(MarketStore):
                 self._con.unregister("__out")
 
     def _write_table(self, path: Path, table: pa.Table, schema: pa.Schema,
-                     status: dict[str, Any] | None) -> None:
-        """Replace ``path`` with ``table`` (and, in Parquet, its sync status)."""
+                     status: dict[str, Any] | None,
+                     coverage: Sequence[tuple[int, int]] = ()) -> None:
+        """Replace ``path`` with ``table`` (and, in Parquet, its sync status and coverage)."""
         table = _as_schema(table, schema)
+        recorded = json.dumps([list(r) for r in coverage]).encode()
         if self.fmt == "parquet":
-            metadata = {STATUS_KEY: _status_json(status)} if status else None
-            out = table.replace_schema_metadata(metadata)
+            metadata = {STATUS_KEY: _status_json(status)} if status else {}
+            if coverage:
+                metadata[COVERAGE_KEY] = recorded
+            out = table.replace_schema_metadata(metadata or None)
             self._replace(path, lambda handle: pq.write_table(out, handle, compression="zstd"))
         else:
             text = self._csv_view(table, schema)
@@ -353,11 +402,18 @@ class FileStore(MarketStore):
             if status:
                 self._replace(self._status_path(path),
                               lambda handle: handle.write(_status_json(status)))
+            if coverage:
+                self._replace(self._coverage_path(path), lambda handle: handle.write(recorded))
+            elif self._coverage_path(path).exists():
+                with contextlib.suppress(FileNotFoundError):
+                    self._coverage_path(path).unlink()
 
     # -- the primitives -------------------------------------------------------------------------
 
     def _targets(self, table: pa.Table, kind: Literal["candles", "trades"],
-                 sync: Sequence[SyncUpdate]) -> list[_Target]:
+                 sync: Sequence[SyncUpdate],
+                 coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]]
+                 ) -> list[_Target]:
         keys: dict[tuple[str, int | None], SyncUpdate | None] = {}
         if table.num_rows:
             group = ["symbol", "interval_minutes"] if kind == "candles" else ["symbol"]
@@ -366,9 +422,13 @@ class FileStore(MarketStore):
         for update in sync:
             _, minutes = sync_target(update, kind)
             keys[(update.symbol, minutes)] = update
+        for key, ranges in coverage.items():
+            if ranges:
+                keys.setdefault(key, None)
         return [
             _Target(self.candle_path(sym, m) if kind == "candles" and m is not None
-                    else self.trade_path(sym), kind, sym, m, update)
+                    else self.trade_path(sym), kind, sym, m, update,
+                    tuple(coverage.get((sym, m), ())) if m is not None else ())
             for (sym, m), update in keys.items()
         ]
 
@@ -427,8 +487,10 @@ class FileStore(MarketStore):
         return self._fresh_status(target.symbol, target.sync.data_type, table, now, since)
 
     def _write(self, table: pa.Table, kind: Literal["candles", "trades"],
-               sync: Sequence[SyncUpdate]) -> int:
-        targets = self._targets(table, kind, sync)
+               sync: Sequence[SyncUpdate],
+               coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]] | None = None
+               ) -> int:
+        targets = self._targets(table, kind, sync, coverage or {})
         if not targets:
             return 0
         now = datetime.now(UTC)
@@ -453,20 +515,32 @@ class FileStore(MarketStore):
                     for target in targets:
                         exists = target.path.exists()
                         previous = self._read_status(target.path) if exists else None
+                        recorded = self._read_recorded(target.path) if exists else []
                         merged, won = self._merge(target, "__batch", exists)
                         status = self._status(target, merged, previous, now)
-                        if won or not exists or status != previous:
-                            plans.append((target, merged, status, won))
+                        covered: list[tuple[int, int]] = []
+                        if target.kind == "candles":
+                            runs = batch_coverage(merged).get((target.symbol, target.minutes),
+                                                              [])
+                            covered = merge_ranges([*recorded, *target.coverage, *runs])
+                            if covered == runs:
+                                covered = []  # the rows vouch for it all: nothing to record
+                        if won or not exists or status != previous or covered != recorded:
+                            plans.append((target, merged, status, won, covered))
                 finally:
                     self._con.unregister("__batch")
                 schema = CANDLE_SCHEMA if kind == "candles" else TRADE_SCHEMA
-                for target, merged, status, _ in plans:
-                    self._write_table(target.path, merged, schema, status)
-        return sum(won for *_, won in plans)
+                for target, merged, status, _, covered in plans:
+                    self._write_table(target.path, merged, schema, status, covered)
+        return sum(plan[3] for plan in plans)
 
-    def write_candles(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
-        """Merge candles into their files with the volume rule (module docstring)."""
-        return self._write(table, "candles", sync)
+    def write_candles(self, table: pa.Table, sync: Sequence[SyncUpdate] = (),
+                      coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]] | None = None
+                      ) -> int:
+        """Merge candles into their files with the volume rule, and their coverage into the
+        file's record (module docstring)."""
+        return self._write(table, "candles", sync,
+                           batch_coverage(table) if coverage is None else coverage)
 
     def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
         """Merge trades into their files, once each (id-less rows: synthetic ids, as the
@@ -487,7 +561,7 @@ class FileStore(MarketStore):
         order = "timestamp" if kind == "candles" else "timestamp, abs(id)"
         deleted = 0
         with self._writing():
-            for path, _ in self._data_files(kind):
+            for path, minutes in self._data_files(kind):
                 table = self._read_file(path, schema, order)
                 keep = table.filter(pc.greater_equal(
                     table["timestamp"], pa.scalar(cutoff, schema.field("timestamp").type)))
@@ -499,38 +573,64 @@ class FileStore(MarketStore):
                     status = self._fresh_status(
                         previous["symbol"], previous["data_type"], keep,
                         previous.get("last_sync_at"), previous.get("last_kraken_since"))
+                covered: list[tuple[int, int]] = []
+                if minutes is not None:
+                    first = bucket_ceil_us(epoch_us(cutoff), minutes)
+                    covered = [(max(a, first), b) for a, b in self._read_recorded(path)
+                               if b > first]
                 self._prepare_dir(path.parent)
-                self._write_table(path, keep, schema, status)
+                self._write_table(path, keep, schema, status, covered)
                 deleted += table.num_rows - keep.num_rows
         return deleted
 
-    def read_candles(
-        self,
-        symbol: str,
-        minutes: int,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> pa.Table:
-        """See ``MarketStore.read_candles``: the pair's file of that timeframe wins; other
-        buckets are derived from the finest stored file whose interval divides it."""
-        stored_path = self.candle_path(symbol, minutes)
-        stored = self._rel(stored_path, CANDLE_SCHEMA) if stored_path.exists() else None
-        files = [stored_path] if stored else []
-        source = None
-        for finer in sorted(TIMEFRAMES.values()):
-            if finer >= minutes or minutes % finer:
-                continue
-            path = self.candle_path(symbol, finer)
-            if path.exists():
-                source = (self._rel(path, CANDLE_SCHEMA), finer)
-                files.append(path)
-                break
-        if stored is None and source is None:
-            return CANDLE_SCHEMA.empty_table()
-        return read_candles_with(lambda sql: self._arrow(sql, files), symbol, minutes, stored,
-                                 source, start, end, limit, newest_first)
+    def _candle_files(self, symbol: str) -> dict[int, Path]:
+        """interval -> the pair's candle file of that interval, for the files that exist."""
+        return {minutes: path for path, minutes in self._data_files("candles", symbol)
+                if minutes is not None}
+
+    def read_coverage(self, symbol: str) -> dict[int, list[tuple[int, int]]]:
+        """See ``MarketStore.read_coverage``: each file's recorded coverage, with the runs of
+        consecutive candles it holds."""
+        out: dict[int, list[tuple[int, int]]] = {}
+        for minutes, path in sorted(self._candle_files(symbol).items()):
+            ranges = self._file_coverage(path)
+            if ranges:
+                out[minutes] = ranges
+        return out
+
+    def _file_coverage(self, path: Path) -> list[tuple[int, int]]:
+        """The coverage of one candle file: its record merged with its runs of candles."""
+        runs = self._arrow(
+            "SELECT epoch_us(covered_from) AS a, epoch_us(covered_until) AS b FROM ("
+            f"{coverage_runs_query(self._rel(path, CANDLE_SCHEMA))})", [path]).to_pylist()
+        return merge_ranges([*self._read_recorded(path), *((r["a"], r["b"]) for r in runs)])
+
+    def _relation(self, symbol: str) -> tuple[Callable[[int], str], list[Path]]:
+        files = self._candle_files(symbol)
+
+        def rel(interval: int) -> str:
+            if interval not in files:
+                return f"(SELECT * FROM ({self._empty_candles()}))"
+            return self._rel(files[interval], CANDLE_SCHEMA)
+        return rel, list(files.values())
+
+    @staticmethod
+    def _empty_candles() -> str:
+        cols = ", ".join(f"NULL::{_duck_type(f.type)} AS {f.name}" for f in CANDLE_SCHEMA)
+        return f"SELECT {cols} LIMIT 0"
+
+    def read_segments(self, symbol: str, minutes: int,
+                      segments: Sequence[SourceSegment]) -> pa.Table:
+        """See ``MarketStore.read_segments``."""
+        rel, files = self._relation(symbol)
+        return read_segments_with(lambda sql: self._arrow(sql, files), rel, symbol, minutes,
+                                  segments)
+
+    def last_closes(self, symbol: str, asks: Sequence[tuple[int, int, int]]
+                    ) -> list[tuple[Any, str | None] | None]:
+        """See ``MarketStore.last_closes``."""
+        rel, files = self._relation(symbol)
+        return last_closes_with(lambda sql: self._arrow(sql, files), rel, asks)
 
     def read_trades(self, symbol: str, start: datetime | None = None,
                     end: datetime | None = None, limit: int | None = None) -> pa.Table:
@@ -559,8 +659,20 @@ class FileStore(MarketStore):
     def coverage(self, symbol: str | None = None) -> list[dict[str, Any]]:
         """Per candle file: first, last, rows, missing, gaps; then per trades file."""
         rows: list[dict[str, Any]] = []
-        for path, _ in self._data_files("candles", symbol):
-            rows += self._dicts(coverage_query(self._rel(path, CANDLE_SCHEMA)), [path])
+        for path, minutes in self._data_files("candles", symbol):
+            ranges = self._file_coverage(path)
+            cov = pa.table({
+                "symbol": [path.stem] * len(ranges),
+                "interval_minutes": pa.array([minutes] * len(ranges), pa.int32()),
+                "covered_from": pa.array([from_epoch_us(x) for x, _ in ranges], TS),
+                "covered_until": pa.array([from_epoch_us(y) for _, y in ranges], TS)})
+            with self._lock:
+                self._con.register("__coverage", cov)
+                try:
+                    rows += self._dicts(coverage_query(self._rel(path, CANDLE_SCHEMA),
+                                                       "__coverage"), [path])
+                finally:
+                    self._con.unregister("__coverage")
         for path, _ in self._data_files("trades", symbol):
             rows += self._dicts(
                 "SELECT symbol, NULL AS interval_minutes, min(timestamp) AS first, "

@@ -36,7 +36,7 @@ import io
 import logging
 import re
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -47,7 +47,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from krakked.errors import InvalidRequestError, StoreError
-from krakked.market.candles import TIMEFRAMES, interval_minutes
+from krakked.market.candles import (
+    TIMEFRAMES,
+    SourceSegment,
+    bucket_ceil_us,
+    epoch_us,
+    from_epoch_us,
+    interval_minutes,
+    merge_ranges,
+)
 from krakked.store.base import (
     CANDLE_SCHEMA,
     PAIR_SCHEMA,
@@ -56,6 +64,7 @@ from krakked.store.base import (
     TRADE_SCHEMA,
     MarketStore,
     SyncUpdate,
+    batch_coverage,
 )
 
 __all__ = ["PostgresStore", "redact_url"]
@@ -135,13 +144,6 @@ def _schema_v1() -> tuple[str, ...]:
             lot_size {_NUM}, ordermin {_NUM}, costmin {_NUM}, tick_size {_NUM},
             status text, updated_at timestamptz)""",
     )
-
-
-_MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
-    (1, "market store: trades, candles, rollups, data_sync_status, pairs", _schema_v1()),
-]
-"""(version, what it does, statements). Append a step to change the schema; never edit one."""
-assert _MIGRATIONS[-1][0] == SCHEMA_VERSION
 
 
 # -- URLs and errors ----------------------------------------------------------------------------
@@ -293,19 +295,32 @@ def _bucket(minutes: int, expr: str) -> str:
 
 
 def _agg_columns(minutes: int, bucket: str) -> str:
-    """Aggregates of source rows ``s`` into one candle per (symbol, ``bucket``)."""
-    quote = "coalesce(s.quote_volume, s.vwap * s.volume)"
+    """Aggregates of source rows ``s`` into one candle per (symbol, ``bucket``) — the rule of
+    ``store.duckdb.aggregate_query``: rows without volume (Kraken's filler for intervals
+    without trades, repeating the previous close) count for the close only."""
+    quote = "CASE WHEN s.volume = 0 THEN 0 ELSE coalesce(s.quote_volume, s.vwap * s.volume) END"
     full = f"count(*) = count({quote})"
+    close = '(array_agg(s.close ORDER BY s."timestamp" DESC))[1]'
+    traded = "FILTER (WHERE s.volume > 0)"
     return f"""s.symbol, {bucket} AS "timestamp", {minutes} AS interval_minutes,
-        (array_agg(s.open ORDER BY s."timestamp"))[1] AS open,
-        max(s.high) AS high, min(s.low) AS low,
-        (array_agg(s.close ORDER BY s."timestamp" DESC))[1] AS close,
+        coalesce((array_agg(s.open ORDER BY s."timestamp") {traded})[1], {close}) AS open,
+        coalesce(max(s.high) {traded}, {close}) AS high,
+        coalesce(min(s.low) {traded}, {close}) AS low,
+        {close} AS close,
         sum(s.volume) AS volume,
         CASE WHEN {full} THEN round(sum({quote}), 18) END AS quote_volume,
         sum(s.trade_count) AS trade_count,
         CASE WHEN {full} AND sum(s.volume) <> 0
              THEN round(sum({quote}) / sum(s.volume), 18) END AS vwap,
         CASE WHEN min(s.source) = max(s.source) THEN min(s.source) ELSE 'trades' END AS source"""
+
+
+def _covered(symbol: str, bucket: str, minutes: int) -> str:
+    """SQL: the 1-minute coverage of ``symbol`` spans the whole ``minutes`` bucket opening at
+    ``bucket`` (only such buckets are kept in the rollup tables: never a partial one)."""
+    return f"""EXISTS (SELECT 1 FROM candle_coverage cv WHERE cv.symbol = {symbol}
+        AND cv.interval_minutes = 1 AND cv.covered_from <= {bucket}
+        AND cv.covered_until >= {bucket} + interval '{minutes} minutes')"""
 
 
 def _rollup_source(level: int) -> tuple[str, str]:
@@ -340,6 +355,7 @@ def _rollup_touched_sql(minutes: int, finer: int, touched: str, out: str) -> str
                 WHERE s.symbol = t.symbol AND s."timestamp" >= t.b
                   AND s."timestamp" < t.b + interval '{minutes} minutes' {cond}
                 GROUP BY s.symbol) a
+            WHERE {_covered("t.symbol", "t.b", minutes)}
             ORDER BY a.symbol, a."timestamp"
             ON CONFLICT (symbol, "timestamp") DO UPDATE SET {_ROLLUP_UPDATE}
             RETURNING d.symbol, d."timestamp")
@@ -360,6 +376,7 @@ def _rollup_bulk_sql(minutes: int, finer: int, touched: str, out: str) -> str:
             FROM {src} s
             JOIN t ON t.symbol = s.symbol AND t.b = {_bucket(minutes, 's."timestamp"')}
             WHERE s.symbol = ANY(%s) AND s."timestamp" >= %s AND s."timestamp" < %s {cond}
+              AND {_covered("t.symbol", "t.b", minutes)}
             GROUP BY s.symbol, t.b
             ORDER BY s.symbol, t.b
             ON CONFLICT (symbol, "timestamp") DO UPDATE SET {_ROLLUP_UPDATE}
@@ -378,6 +395,7 @@ def _rollup_range_sql(minutes: int, finer: int, out: str) -> str:
             SELECT {_agg_columns(minutes, bucket)}
             FROM {src} s
             WHERE s.symbol = ANY(%s) AND s."timestamp" >= %s AND s."timestamp" < %s {cond}
+              AND {_covered("s.symbol", bucket, minutes)}
             GROUP BY s.symbol, {bucket}
             ORDER BY s.symbol, {bucket}
             ON CONFLICT (symbol, "timestamp") DO UPDATE SET {_ROLLUP_UPDATE}
@@ -391,7 +409,7 @@ def _rollup_rebuild_sql(minutes: int, finer: int) -> str:
     return f"""
         INSERT INTO {ROLLUPS[minutes]} ({_CANDLE_NAMES})
         SELECT {_agg_columns(minutes, bucket)}
-        FROM {src} s WHERE true {cond}
+        FROM {src} s WHERE {_covered("s.symbol", bucket, minutes)} {cond}
         GROUP BY s.symbol, {bucket}"""
 
 
@@ -420,6 +438,50 @@ def _status_source(data_type: str) -> tuple[str, tuple[Any, ...]]:
     if kind == "trades":
         return "trades WHERE symbol = %s", ()
     return "candles WHERE symbol = %s AND interval_minutes = %s", (minutes,)
+
+
+def _subtract_all(piece: tuple[int, int], ranges: Sequence[tuple[int, int]]
+                  ) -> list[tuple[int, int]]:
+    """The parts of ``piece`` outside every range of ``ranges`` (epoch µs)."""
+    parts = [piece]
+    for a, b in ranges:
+        parts = [p for x, y in parts
+                 for p in ((x, min(y, a)), (max(x, b), y)) if p[1] > p[0]]
+    return parts
+
+
+# -- migrations -------------------------------------------------------------------------------
+
+def _schema_v2() -> tuple[str, ...]:
+    run = ('extract(epoch FROM "timestamp")::bigint / (interval_minutes * 60) - row_number() '
+           'OVER (PARTITION BY symbol, interval_minutes ORDER BY "timestamp")')
+    return (
+        """CREATE TABLE candle_coverage (
+            symbol text NOT NULL,
+            interval_minutes integer NOT NULL,
+            covered_from timestamptz NOT NULL,
+            covered_until timestamptz NOT NULL,
+            PRIMARY KEY (symbol, interval_minutes, covered_from))""",
+        # What a store of version 1 holds vouches for the runs of consecutive candles it has.
+        f"""INSERT INTO candle_coverage
+            SELECT symbol, interval_minutes, min("timestamp"),
+                   max("timestamp") + make_interval(mins => interval_minutes)
+            FROM (SELECT symbol, interval_minutes, "timestamp", {run} AS run FROM candles) r
+            GROUP BY symbol, interval_minutes, run""",
+        # Rollups rebuilt: only buckets the 1-minute coverage spans, zero-volume rule.
+        "TRUNCATE " + ", ".join(ROLLUPS.values()),
+        *(_rollup_rebuild_sql(minutes, finer) for minutes, finer in _CASCADE),
+    )
+
+
+_MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
+    (1, "market store: trades, candles, rollups, data_sync_status, pairs", _schema_v1()),
+    (2, "candle_coverage (recorded coverage per candle series, filled with the runs of "
+        "consecutive candles stored); rollups rebuilt with only the buckets it spans",
+     _schema_v2()),
+]
+"""(version, what it does, statements). Append a step to change the schema; never edit one."""
+assert _MIGRATIONS[-1][0] == SCHEMA_VERSION
 
 
 # -- the store ----------------------------------------------------------------------------------
@@ -551,6 +613,7 @@ class PostgresStore(MarketStore):
             if changed == 0 and prune:
                 break  # nothing changed below: nothing above can change
             out = f"_kk_touched_{minutes}"
+            cur.execute(f"DROP TABLE IF EXISTS {out}")  # (a second pass in one transaction)
             cur.execute(f'CREATE TEMP TABLE {out} (symbol text, "timestamp" timestamptz) '
                         "ON COMMIT DROP")
             buckets, density = 0, 0.0
@@ -577,18 +640,60 @@ class PostgresStore(MarketStore):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def write_candles(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
+    def write_candles(self, table: pa.Table, sync: Sequence[SyncUpdate] = (),
+                      coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]] | None = None
+                      ) -> int:
         for update in sync:
             _sync_target(update, "candles")
         table = table.select(CANDLE_SCHEMA.names)
+        if coverage is None:
+            coverage = batch_coverage(table)
         symbols = set(pc.unique(table["symbol"]).to_pylist()) if table.num_rows else set()
         with self._transaction("writing candles") as cur:
-            self._lock_symbols(cur, symbols | {s.symbol for s in sync})
+            self._lock_symbols(cur, symbols | {s.symbol for s in sync}
+                               | {symbol for symbol, _ in coverage})
+            added = self._merge_coverage(cur, coverage)
             written = 0
             if table.num_rows:
                 written = self._upsert_candles(cur, table)
+            if added:
+                # A rollup bucket can become whole without a row of its own changing (coverage
+                # of a quiet stretch): recompute, at every level, the buckets holding the ends
+                # of each newly covered 1-minute range.
+                cur.execute('CREATE TEMP TABLE _kk_cover_ends (symbol text, '
+                            '"timestamp" timestamptz) ON COMMIT DROP')
+                cur.executemany("INSERT INTO _kk_cover_ends VALUES (%s, %s)", added)
+                self._maintain_rollups(cur, "_kk_cover_ends", prune=False)
             self._apply_sync(cur, sync)
         return written
+
+    @staticmethod
+    def _merge_coverage(cur: Any, coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]]
+                        ) -> list[tuple[str, datetime]]:
+        """Merge ``coverage`` into ``candle_coverage`` (disjoint, non-touching ranges); return
+        (symbol, instant) of the first and last minute of each newly covered 1-minute piece."""
+        ends: list[tuple[str, datetime]] = []
+        for (symbol, minutes), ranges in sorted(coverage.items()):
+            if not ranges:
+                continue
+            lo = from_epoch_us(min(a for a, _ in ranges))
+            hi = from_epoch_us(max(b for _, b in ranges))
+            near = ("symbol = %s AND interval_minutes = %s AND covered_until >= %s "
+                    "AND covered_from <= %s")
+            args = (symbol, minutes, lo, hi)
+            cur.execute(f"DELETE FROM candle_coverage WHERE {near} "
+                        "RETURNING covered_from, covered_until", args)
+            existing = [(epoch_us(a), epoch_us(b)) for a, b in cur.fetchall()]
+            merged = merge_ranges([*ranges, *existing])
+            cur.executemany("INSERT INTO candle_coverage VALUES (%s, %s, %s, %s)",
+                            [(symbol, minutes, from_epoch_us(a), from_epoch_us(b))
+                             for a, b in merged])
+            if minutes == 1:
+                for a, b in merge_ranges(ranges):
+                    for x, y in _subtract_all((a, b), existing):
+                        ends += [(symbol, from_epoch_us(x)),
+                                 (symbol, from_epoch_us(y - 60_000_000))]
+        return ends
 
     def _upsert_candles(self, cur: Any, table: pa.Table) -> int:
         cur.execute("SET LOCAL work_mem = '128MB'")
@@ -720,69 +825,71 @@ class PostgresStore(MarketStore):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def read_candles(
-        self,
-        symbol: str,
-        minutes: int,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> pa.Table:
-        divisors = sorted(m for m in set(TIMEFRAMES.values()) if m < minutes and minutes % m == 0)
+    def read_coverage(self, symbol: str) -> dict[int, list[tuple[int, int]]]:
+        """See ``MarketStore.read_coverage``."""
+        with self._transaction("reading coverage") as cur:
+            cur.execute("""SELECT interval_minutes, covered_from, covered_until
+                           FROM candle_coverage WHERE symbol = %s
+                           ORDER BY interval_minutes, covered_from""", (symbol,))
+            rows = cur.fetchall()
+        out: dict[int, list[tuple[int, int]]] = {}
+        for minutes, a, b in rows:
+            out.setdefault(int(minutes), []).append((epoch_us(a), epoch_us(b)))
+        return out
+
+    def read_segments(self, symbol: str, minutes: int,
+                      segments: Sequence[SourceSegment]) -> pa.Table:
+        """See ``MarketStore.read_segments``: Kraken's own candles as stored; buckets derived
+        from 1-minute candles from the rollup tables (which hold exactly the buckets the
+        1-minute coverage spans); from other intervals aggregated here."""
+        by_source: dict[int, list[tuple[int, int]]] = {}
+        for seg in segments:
+            by_source.setdefault(seg.source_minutes, []).append((seg.start_us, seg.end_us))
+        parts: list[str] = []
+        params: list[Any] = []
+        for source, ranges in sorted(by_source.items()):
+            window = " OR ".join(['(s."timestamp" >= %s AND s."timestamp" < %s)'] * len(ranges))
+            bounds = [from_epoch_us(x) for r in ranges for x in r]
+            if source == minutes:
+                parts.append(f"""SELECT {_select_out(CANDLE_SCHEMA, 's')} FROM candles s
+                    WHERE s.symbol = %s AND s.interval_minutes = %s AND ({window})""")
+                params += [symbol, minutes, *bounds]
+            elif source == 1 and minutes in ROLLUPS:
+                parts.append(f"""SELECT {_select_out(CANDLE_SCHEMA, 's')}
+                    FROM {ROLLUPS[minutes]} s WHERE s.symbol = %s AND ({window})""")
+                params += [symbol, *bounds]
+            else:
+                if source == 1:  # e.g. 15d: from the coarsest rollup that divides it
+                    level = max(m for m in ROLLUPS if minutes % m == 0)
+                    table, cond, extra = ROLLUPS[level], "", []
+                else:
+                    table, cond, extra = "candles", "AND s.interval_minutes = %s", [source]
+                bucket = _bucket(minutes, 's."timestamp"')
+                parts.append(f"""SELECT {_select_out(CANDLE_SCHEMA, 's')} FROM (
+                    SELECT {_agg_columns(minutes, bucket)} FROM {table} s
+                    WHERE s.symbol = %s {cond} AND ({window})
+                    GROUP BY s.symbol, {bucket}) s""")
+                params += [symbol, *extra, *bounds]
+        if not parts:
+            return CANDLE_SCHEMA.empty_table()
+        query = " UNION ALL ".join(f"({p})" for p in parts)
         with self._transaction("reading candles") as cur:
-            finest = None
-            if divisors:
-                cur.execute("""SELECT min(i) FROM unnest(%s::integer[]) i WHERE EXISTS (
-                    SELECT 1 FROM candles WHERE symbol = %s AND interval_minutes = i)""",
-                            (divisors, symbol))
-                finest = cur.fetchone()[0]
-            params: dict[str, Any] = {"symbol": symbol, "minutes": minutes,
-                                      "start": start, "end": end}
-            window = "".join((' AND s."timestamp" >= %(start)s' if start else "",
-                              ' AND s."timestamp" < %(end)s' if end else ""))
-            parts = [f"""SELECT {_select_out(CANDLE_SCHEMA, 's')} FROM candles s
-                WHERE s.symbol = %(symbol)s AND s.interval_minutes = %(minutes)s{window}"""]
-            if finest is not None:
-                parts.append(self._derived_sql(cur, finest, minutes, params, window))
-            order = "DESC" if newest_first else ""
-            query = (" UNION ALL ".join(f"({p})" for p in parts)
-                     + f' ORDER BY "timestamp" {order}'
-                     + (" LIMIT %(limit)s" if limit is not None else ""))
-            params["limit"] = max(0, limit) if limit is not None else None
             return _copy_out(cur, query, params, CANDLE_SCHEMA)
 
-    @staticmethod
-    def _derived_sql(cur: Any, finest: int, minutes: int, params: dict[str, Any],
-                     window: str) -> str:
-        """Buckets of ``minutes`` derived from the ``finest`` stored interval: complete in time,
-        and only where no candle of ``minutes`` itself is stored."""
-        cur.execute("""SELECT max("timestamp") + make_interval(mins => %s) FROM candles
-                       WHERE symbol = %s AND interval_minutes = %s""",
-                    (finest, params["symbol"], finest))
-        params["source_close"] = cur.fetchone()[0]
-        complete = f"""s."timestamp" + interval '{minutes} minutes' <= %(source_close)s
-            AND NOT EXISTS (SELECT 1 FROM candles k WHERE k.symbol = %(symbol)s
-                AND k.interval_minutes = %(minutes)s AND k."timestamp" = s."timestamp")"""
-        if finest == 1 and minutes in ROLLUPS:
-            return f"""SELECT {_select_out(CANDLE_SCHEMA, 's')} FROM {ROLLUPS[minutes]} s
-                WHERE s.symbol = %(symbol)s{window} AND {complete}"""
-        if finest == 1:  # e.g. 15d: from the coarsest rollup that divides it
-            level = max(m for m in ROLLUPS if minutes % m == 0)
-            source, cond = ROLLUPS[level], ""
-        else:
-            source, cond = "candles", f"AND s.interval_minutes = {finest}"
-        bucket = _bucket(minutes, 's."timestamp"')
-        src_window = "".join((
-            f' AND s."timestamp" >= {_bucket(minutes, "%(start)s::timestamptz")}'
-            if params["start"] else "",
-            ' AND s."timestamp" < %(end)s::timestamptz + '
-            f"interval '{minutes} minutes'" if params["end"] else ""))
-        return f"""SELECT {_select_out(CANDLE_SCHEMA, 's')} FROM (
-            SELECT {_agg_columns(minutes, bucket)} FROM {source} s
-            WHERE s.symbol = %(symbol)s {cond}{src_window}
-            GROUP BY s.symbol, {bucket}) s
-            WHERE true{window} AND {complete}"""
+    def last_closes(self, symbol: str, asks: Sequence[tuple[int, int, int]]
+                    ) -> list[tuple[Any, str | None] | None]:
+        """See ``MarketStore.last_closes``."""
+        out: list[tuple[Any, str | None] | None] = []
+        with self._transaction("reading candles") as cur:
+            for minutes, a, b in asks:
+                cur.execute("""SELECT trim_scale(close), source FROM candles
+                               WHERE symbol = %s AND interval_minutes = %s
+                                 AND "timestamp" >= %s AND "timestamp" < %s
+                               ORDER BY "timestamp" DESC LIMIT 1""",
+                            (symbol, minutes, from_epoch_us(a), from_epoch_us(b)))
+                row = cur.fetchone()
+                out.append((row[0], row[1]) if row else None)
+        return out
 
     def read_trades(self, symbol: str, start: datetime | None = None,
                     end: datetime | None = None, limit: int | None = None) -> pa.Table:
@@ -807,17 +914,22 @@ class PostgresStore(MarketStore):
         where = "WHERE symbol = %(symbol)s" if symbol else ""
         params = {"symbol": symbol}
         with self._transaction("reading coverage") as cur:
+            # missing/gaps: the holes between recorded coverage ranges, in buckets and runs
             cur.execute(f"""
-                SELECT symbol, interval_minutes, min("timestamp"), max("timestamp"), count(*),
-                       coalesce(sum(step - 1) FILTER (WHERE step > 1), 0),
-                       count(*) FILTER (WHERE step > 1)
-                FROM (SELECT symbol, interval_minutes, "timestamp",
-                        round(extract(epoch FROM "timestamp" - lag("timestamp") OVER w)
-                              / 60 / interval_minutes)::bigint AS step
-                      FROM candles {where}
-                      WINDOW w AS (PARTITION BY symbol, interval_minutes ORDER BY "timestamp")
-                     ) x
-                GROUP BY symbol, interval_minutes""", params)
+                WITH c AS (SELECT symbol, interval_minutes, min("timestamp") AS first,
+                                  max("timestamp") AS last, count(*) AS n
+                           FROM candles {where} GROUP BY symbol, interval_minutes),
+                h AS (SELECT symbol, interval_minutes,
+                             sum(round(extract(epoch FROM next_from - covered_until)
+                                       / 60 / interval_minutes))::bigint AS missing,
+                             count(*) AS gaps
+                      FROM (SELECT *, lead(covered_from) OVER (PARTITION BY symbol,
+                                interval_minutes ORDER BY covered_from) AS next_from
+                            FROM candle_coverage {where}) x
+                      WHERE next_from IS NOT NULL GROUP BY symbol, interval_minutes)
+                SELECT c.symbol, c.interval_minutes, first, last, n, coalesce(missing, 0),
+                       coalesce(gaps, 0)
+                FROM c LEFT JOIN h USING (symbol, interval_minutes)""", params)
             rows: list[dict[str, Any]] = [
                 {"symbol": s, "interval_minutes": m, "first": first, "last": last,
                  "rows": int(n), "missing": int(missing), "gaps": int(gaps)}
@@ -859,6 +971,8 @@ class PostgresStore(MarketStore):
             self._lock_symbols(cur, {r[0] for r in cur.fetchall()})
             cur.execute(f'DELETE FROM {kind} WHERE "timestamp" < %s', (cutoff,))
             deleted = int(cur.rowcount)
+            if kind == "candles":
+                self._trim_coverage(cur, cutoff)
             if kind == "candles" and deleted:
                 for name in ROLLUPS.values():
                     cur.execute(f'DELETE FROM {name} WHERE "timestamp" < %s',
@@ -875,6 +989,20 @@ class PostgresStore(MarketStore):
                         if _sync_target(SyncUpdate(symbol, data_type))[0] == kind:
                             self._recount_status(cur, symbol, data_type)
         return deleted
+
+    @staticmethod
+    def _trim_coverage(cur: Any, cutoff: datetime) -> None:
+        """After deleting candles opening before ``cutoff``: coverage starts no earlier than each
+        interval's first bucket at or after it."""
+        cur.execute("DELETE FROM candle_coverage WHERE covered_until <= %s", (cutoff,))
+        cur.execute("SELECT DISTINCT interval_minutes FROM candle_coverage "
+                    "WHERE covered_from < %s", (cutoff,))
+        for (minutes,) in cur.fetchall():
+            first = from_epoch_us(bucket_ceil_us(epoch_us(cutoff), int(minutes)))
+            cur.execute("UPDATE candle_coverage SET covered_from = %s "
+                        "WHERE interval_minutes = %s AND covered_from < %s",
+                        (first, minutes, first))
+        cur.execute("DELETE FROM candle_coverage WHERE covered_from >= covered_until")
 
     @staticmethod
     def _recount_status(cur: Any, symbol: str, data_type: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,11 +21,12 @@ from krakked.kraken.spot import SpotClient
 from krakked.market.candles import (
     API_INTERVALS,
     Candle,
+    bucket_start,
     closed_only,
     interval_minutes,
     timeframe_name,
 )
-from krakked.store.base import MarketStore, SyncUpdate
+from krakked.store.base import Coverage, MarketStore, SyncUpdate
 
 __all__ = ["KRAKEN_OHLC_LIMIT", "OhlcSyncResult", "backfill_ohlc", "parse_ohlc"]
 
@@ -98,6 +99,23 @@ def parse_ohlc(result: Mapping[str, Any], symbol: str, minutes: int,
     return candles, int(last) if last is not None else None
 
 
+def served_range(candles: list[Candle], symbol: str, minutes: int,
+                 cursor: int | None) -> list[Coverage]:
+    """The range one OHLC answer vouches for: every interval from its first closed bar to the
+    end of its last one (Kraken sometimes leaves out intervals without trades; the ones inside
+    that range had none). When asked from ``cursor`` and the answer cannot have been cut by the
+    720-bar limit, the range starts right after the cursor's bar."""
+    if not candles:
+        return []
+    start, end = candles[0].timestamp, candles[-1].close_time
+    if cursor is not None:
+        after = bucket_start(datetime.fromtimestamp(cursor, UTC), minutes) + timedelta(
+            minutes=minutes)
+        if after < start and (end - after) / timedelta(minutes=minutes) < KRAKEN_OHLC_LIMIT:
+            start = after
+    return [Coverage(symbol, minutes, start, end)]
+
+
 def backfill_ohlc(
     client: SpotClient,
     store: MarketStore,
@@ -140,7 +158,8 @@ def backfill_ohlc(
             "from trades or Kraken's CSV files"
         )
     stored = store.upsert_candles(
-        candles, sync=[SyncUpdate(symbol, data_type, last_kraken_since=last)]
+        candles, sync=[SyncUpdate(symbol, data_type, last_kraken_since=last)],
+        coverage=served_range(candles, symbol, minutes, cursor),
     )
     if not candles and last is not None and cursor is None:
         log.info("%s %s: Kraken returned no closed bars", symbol, tf)

@@ -355,30 +355,48 @@ def universe(
     json_: JsonOpt = False,
     store: StoreOpt = None,
 ) -> None:
-    """The spot universe: online pairs quoted in the region's currency (USD by default), no
-    margin pairs unless the region allows them, with [universe] include/exclude and the
-    optional liquidity floor applied. Fetched from Kraken's AssetPairs (and Ticker)."""
+    """The spot universe: online pairs quoted in the region's currency (USD by default) —
+    including spot pairs that also offer margin (their leverage is used only where the region
+    supports margin; [universe] exclude_leveraged_pairs drops them) — with [universe]
+    include/exclude and the optional liquidity floor applied. Fetched from Kraken's AssetPairs
+    (and Ticker); if Kraken cannot be reached, the last stored snapshot is shown, marked stale,
+    and without one the command fails with the network error's exit code."""
     with _market(store) as m:
         pairs = m.get_universe_metadata()
+        stale, taken = m.universe_is_stale, m.universe_updated_at
         m.store.close()
+    when = taken.isoformat() if taken else None
     if json_:
-        _emit_json([_pair_dict(p) for p in pairs])
+        _emit_json([{**_pair_dict(p), "stale": stale, "updated_at": when} for p in pairs])
         return
-    table = Table(title=f"Universe: {len(pairs)} pairs")
+    title = f"Universe: {len(pairs)} pairs"
+    if stale:
+        title += f" (stale snapshot taken {when or 'at an unknown time'})"
+    table = Table(title=title)
     for col in ("pair", "ws (v2)", "Kraken id", "base", "quote", "price dp", "volume dp",
                 "ordermin", "costmin", "tick"):
         table.add_column(col)
     for p in pairs:
         table.add_row(p.canonical, p.ws_symbol, p.raw_name, p.base, p.quote,
-                      str(p.price_decimals), str(p.volume_decimals), str(p.ordermin or ""),
-                      str(p.costmin or ""), str(p.tick_size or ""))
-    out.print(table)
+                      str(p.price_decimals), str(p.volume_decimals), _plain(p.ordermin),
+                      _plain(p.costmin), _plain(p.tick_size))
+    out.print(table, highlight=False)
+
+
+def _plain(value: Any) -> str:
+    """A Decimal as a plain decimal string (``0.0000000001``, never ``1E-10``); "" for None."""
+    if value is None:
+        return ""
+    return format(value, "f") if hasattr(value, "as_tuple") else str(value)
 
 
 def _pair_dict(p: Any) -> dict[str, Any]:
+    """A pair as JSON: the ``pairs`` columns (decimals as plain strings) + ``margin_available``."""
     row = p.to_row()
-    return {k: (str(v) if hasattr(v, "as_tuple") else v) for k, v in row.items()
-            if k != "updated_at"}
+    out = {k: (_plain(v) if hasattr(v, "as_tuple") else v) for k, v in row.items()
+           if k != "updated_at"}
+    out["margin_available"] = p.margin_available
+    return out
 
 
 def _split_multi(args: list[str], flag: str) -> tuple[list[str], list[str]]:
@@ -431,7 +449,7 @@ def ohlc_backfill(
         interval_minutes(tf)  # unsupported timeframe: a clear error before any call
     results = []
     with _market(store) as m:
-        jobs = [(m.resolve(p), tf) for p in pairs for tf in tfs]
+        jobs = _distinct_jobs([(m.resolve(p), tf) for p in pairs for tf in tfs])
         show = sys.stderr.isatty() and not json_
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
@@ -459,6 +477,17 @@ def ohlc_backfill(
     notes = sorted({n for r in results for n in r.notes})
     for note in notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+def _distinct_jobs(jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One job per distinct (canonical pair, interval), first seen first: ``XBTUSD BTC/USD
+    --tf 1h 60`` fetches XBTUSD 1h once."""
+    from krakked.market.candles import interval_minutes
+
+    seen: dict[tuple[str, int], tuple[str, str]] = {}
+    for symbol, tf in jobs:
+        seen.setdefault((symbol, interval_minutes(tf)), (symbol, tf))
+    return list(seen.values())
 
 
 @app.command()

@@ -112,6 +112,32 @@ def test_universe_offline_serves_the_stored_snapshot_marked_stale(
     assert "stale" in caplog.text and taken.isoformat() in caplog.text
 
 
+_POSTGRES_ROUNDS_1E_10 = pytest.mark.xfail(
+    strict=True, reason="store/postgres.py _encode trims zeros off Arrow's exponent text: "
+                        "1.00000000E-10 becomes 1.00000000E-1 (0.1); reported, outside this "
+                        "change's files")
+
+
+@pytest.mark.parametrize("store_url", [
+    "duckdb", "parquet", "csv", pytest.param("postgresql", marks=_POSTGRES_ROUNDS_1E_10)],
+    indirect=True)
+def test_the_stale_snapshot_is_served_from_every_store_backend(
+        sim: Simulator, store_url: str, tmp_path: Path) -> None:
+    settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
+    client = SpotClient(settings=settings, transport=sim.transport(),
+                        public_limiter=PublicLimiter(1000, 1000))
+    with open_store(store_url) as store:
+        fresh = Market(store, settings=settings, client=client)
+        expected = fresh.get_universe_metadata()
+        offline = Market(store, settings=settings, client=_unreachable_client(settings))
+        assert [p.to_row() for p in offline.get_universe_metadata()] == [
+            p.to_row() for p in expected]
+        assert offline.universe_is_stale and offline.universe_updated_at == \
+            fresh.universe_updated_at
+        assert str(offline.get_pair_metadata("PEPE/USD").tick_size) == "1E-10"
+        assert format(offline.get_pair_metadata("PEPE/USD").tick_size, "f") == "0.0000000001"
+
+
 @pytest.mark.parametrize("universe", [UniverseSettings(exclude_leveraged_pairs=True),
                                       UniverseSettings(min_24h_volume_usd=1000.0)])
 def test_a_snapshot_that_cannot_apply_the_universe_rules_is_not_served(

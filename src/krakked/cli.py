@@ -485,6 +485,7 @@ def ohlc_backfill(
 
     Pairs take any alias (XBTUSD, BTC/USD, XXBTZUSD); --tf takes one or more of
     1m 5m 15m 30m 1h 4h 1d 1w 15d (12h is derived from 1h/4h when read: Kraken's API has none).
+    Each distinct pair/timeframe is fetched once, however many aliases name it (first seen first).
     Kraken serves only the latest 720 bars per interval; deeper history comes from trades and
     Kraken's CSV files. Each pair/timeframe is committed on its own with Kraken's cursor, so an
     interrupted run simply resumes; re-running only fetches what is new.

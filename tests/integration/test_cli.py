@@ -145,6 +145,10 @@ def test_status_futures_rest_counts_only_where_futures_apply(env, monkeypatch) -
     assert json.loads(result.stdout)["futures"]["reachable"] is False
     assert result.exit_code == 0  # region without futures, no Futures keys: not a failure
     assert run("status", "--json", extra_env=KEYS).exit_code == 16  # Futures keys exist
+    config = Path(env["KRAKKED_HOME"]) / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "config.toml").write_text("[region.capabilities]\nsupports_futures = true\n")
+    assert run("status", "--json", extra_env=spot_only).exit_code == 16  # futures region
 
 
 def test_status_failing_checks_the_first_in_fixed_order_wins(env, monkeypatch) -> None:
@@ -214,6 +218,18 @@ def test_setup_when_kraken_is_unreachable_is_not_a_key_problem(env, monkeypatch)
     shown = json.loads(run("creds", "show", "--json",
                            extra_env={"KRAKKED_MASTER_PASSWORD": PASSWORD}).output)
     assert shown["spot"]["validated"] is False
+
+
+def test_setup_of_both_products_exits_with_the_first_failures_code(env, fake,
+                                                                    monkeypatch) -> None:
+    fake.spot_keys = {}  # spot rejected (11), then futures unreachable (16)
+    monkeypatch.setenv("KRAKKED_FUTURES_URL", _dead_url())
+    monkeypatch.setattr("krakked.kraken.http.RetryPolicy.backoff", lambda self, n, rng=None: 0.01)
+    result = run("setup", "--product", "both",
+                 input=f"{PASSWORD}\n{PASSWORD}\n{SPOT_KEY}\n{SPOT_SECRET}\n{FUT_KEY}\n"
+                       f"{FUT_SECRET}\n")
+    assert "rejected" in result.output and "could not be reached" in result.output
+    assert result.exit_code == 11
 
 
 def test_config_show_json(env) -> None:

@@ -446,6 +446,8 @@ def test_sim_asset_pairs_parse_completely_and_give_the_us_universe() -> None:
     assert "SOLUSD" in universe and "XDGUSD" in universe and "USDTUSD" in universe
     assert all(SIM_PAIRS[c].quote == "USD" for c in universe)
     assert len(universe) == 42  # 40 USD pairs without leverage + XBTUSD, ETHUSD
+    assert {c for c, m in SIM_PAIRS.items() if m.margin} == {"XBTUSD", "ETHUSD", "ETHXBT",
+                                                             "XBTEUR"}
     with_margin = build_universe(SIM_PAIRS, MARGIN, NONE)
     assert _names(with_margin) == universe
     assert {m.canonical for m in with_margin if m.margin_available} == {"XBTUSD", "ETHUSD"}

@@ -14,10 +14,16 @@ from typing import Any
 import httpx
 
 from krakked.config import Settings, load_settings
-from krakked.errors import KrakenError, UnknownPairError
+from krakked.errors import KrakenError, StoreError, UnknownPairError
 from krakked.kraken.spot import SpotClient
 from krakked.market.candles import Candle
-from krakked.market.pairs import PairMetadata, PairResolver, build_universe, parse_asset_pairs
+from krakked.market.pairs import (
+    PairMetadata,
+    PairResolver,
+    apply_region,
+    build_universe,
+    parse_asset_pairs,
+)
 from krakked.store import MarketStore, open_store
 from krakked.store.base import PAIR_SCHEMA
 from krakked.sync.ohlc import OhlcSyncResult, backfill_ohlc
@@ -33,6 +39,12 @@ class Market:
     ``Market()`` uses the default store (a DuckDB file in the user data directory) and
     api.kraken.com; pass ``store=`` (a URL or a ``MarketStore``), ``client=`` or ``transport=``
     (e.g. ``Simulator().transport()``) to change either.
+
+    The universe and pair metadata are fetched on first use. When ``AssetPairs`` cannot be
+    fetched, the last ``pairs`` snapshot in the store is served instead, marked stale
+    (``universe_is_stale``, ``universe_updated_at``, and a warning in the log); without one,
+    the universe and metadata calls raise Kraken's error (never an empty universe), while
+    names still resolve through the built-in offline tables.
     """
 
     def __init__(
@@ -52,6 +64,9 @@ class Market:
         self._pairs: dict[str, PairMetadata] | None = None
         self._universe: list[PairMetadata] | None = None
         self._resolver: PairResolver | None = None
+        self._pairs_error: KrakenError | None = None
+        self._updated_at: datetime | None = None
+        self._stale = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -72,43 +87,111 @@ class Market:
     def refresh(self) -> list[str]:
         """Re-fetch AssetPairs (and Ticker when a liquidity floor is set), re-apply the region
         and ``[universe]`` rules, store the snapshot, and return the universe."""
-        pairs = parse_asset_pairs(self.client.get_asset_pairs())
+        region = self.settings.region
+        pairs = apply_region(parse_asset_pairs(self.client.get_asset_pairs()), region)
         tickers = None
         if self.settings.universe.min_24h_volume_usd:
             tickers = self.client.get_ticker()
-        universe = build_universe(pairs, self.settings.region, self.settings.universe, tickers)
-        self._pairs, self._universe = pairs, universe
-        self._resolver = PairResolver(pairs)
-        self.store.set_resolver(self._resolver.resolve)
+        universe = build_universe(pairs, region, self.settings.universe, tickers)
         now = datetime.now(UTC)
-        rows = [{**p.to_row(), "updated_at": now} for p in pairs.values()]
+        self._install(pairs, universe, now, stale=False, error=None)
+        rows = [p.to_row(now) for p in pairs.values()]
         import pyarrow as pa
 
         self.store.write_pairs(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA))
         return [p.canonical for p in universe]
+
+    def _install(self, pairs: dict[str, PairMetadata], universe: list[PairMetadata] | None,
+                 updated_at: datetime | None, *, stale: bool, error: KrakenError | None) -> None:
+        self._pairs, self._universe = pairs, universe
+        self._resolver = PairResolver(pairs)  # empty: the offline tables
+        self.store.set_resolver(self._resolver.resolve)
+        self._updated_at, self._stale, self._pairs_error = updated_at, stale, error
 
     def _ensure_pairs(self) -> None:
         if self._pairs is None:
             try:
                 self.refresh()
             except KrakenError as exc:
-                log.warning("AssetPairs unavailable (%s); using the offline pair tables", exc)
-                self._pairs = {}
-                self._universe = []
-                self._resolver = PairResolver({})
-                self.store.set_resolver(self._resolver.resolve)
+                self._fall_back_to_snapshot(exc)
+
+    def _fall_back_to_snapshot(self, exc: KrakenError) -> None:
+        """AssetPairs failed with ``exc``: serve the stored snapshot (stale) if it can be."""
+        pairs, taken = self._stored_snapshot()
+        if not pairs:
+            log.info("AssetPairs unavailable (%s) and no stored pairs snapshot: names resolve "
+                     "through the offline tables only", exc)
+            self._install({}, None, None, stale=False, error=exc)
+            return
+        when = taken.isoformat() if taken else "at an unknown time"
+        missing = self._rules_a_snapshot_cannot_apply()
+        if missing:
+            log.warning("AssetPairs unavailable (%s); the stored pairs snapshot (taken %s) "
+                        "cannot apply %s, so no universe is served (pair metadata is, stale)",
+                        exc, when, " or ".join(missing))
+            self._install(pairs, None, taken, stale=True, error=exc)
+            return
+        universe = build_universe(pairs, self.settings.region, self.settings.universe)
+        log.warning("AssetPairs unavailable (%s); serving the stored pairs snapshot taken %s "
+                    "(stale)", exc, when)
+        self._install(pairs, universe, taken, stale=True, error=None)
+
+    def _rules_a_snapshot_cannot_apply(self) -> list[str]:
+        """``[universe]`` rules that need data the ``pairs`` table does not keep."""
+        rules = self.settings.universe
+        missing = []
+        if rules.exclude_leveraged_pairs:
+            missing.append("universe.exclude_leveraged_pairs (the snapshot keeps no leverage)")
+        if rules.min_24h_volume_usd:
+            missing.append("universe.min_24h_volume_usd (it needs Kraken's Ticker)")
+        return missing
+
+    def _stored_snapshot(self) -> tuple[dict[str, PairMetadata], datetime | None]:
+        """The store's ``pairs`` snapshot (region applied) and when it was taken."""
+        try:
+            rows = self.store.read_pairs().to_pylist()
+        except StoreError as exc:
+            log.warning("the stored pairs snapshot could not be read (%s)", exc)
+            return {}, None
+        pairs: dict[str, PairMetadata] = {}
+        for row in rows:
+            try:
+                meta = PairMetadata.from_row(row)
+            except (ValueError, TypeError) as exc:
+                log.warning("pairs snapshot: row %r unreadable (%s); skipped",
+                            row.get("canonical"), exc)
+                continue
+            pairs.setdefault(meta.canonical, meta)
+        stamps = [r["updated_at"] for r in rows if r.get("updated_at") is not None]
+        return apply_region(pairs, self.settings.region), max(stamps, default=None)
+
+    def _require_universe(self) -> list[PairMetadata]:
+        self._ensure_pairs()
+        if self._universe is None:
+            assert self._pairs_error is not None
+            raise self._pairs_error
+        return self._universe
+
+    @property
+    def universe_updated_at(self) -> datetime | None:
+        """When the pair metadata in use was fetched from Kraken (the snapshot's ``updated_at``
+        when stale); None before the universe is loaded or when none could be."""
+        return self._updated_at
+
+    @property
+    def universe_is_stale(self) -> bool:
+        """True when the universe and metadata come from the stored snapshot because
+        ``AssetPairs`` could not be fetched."""
+        return self._stale
 
     def get_universe(self) -> list[str]:
-        """Canonical names (Kraken altnames) of the universe, sorted."""
-        self._ensure_pairs()
-        assert self._universe is not None
-        return [p.canonical for p in self._universe]
+        """Canonical names (Kraken altnames) of the universe, sorted. Raises Kraken's error
+        when ``AssetPairs`` cannot be fetched and no stored snapshot can stand in."""
+        return [p.canonical for p in self._require_universe()]
 
     def get_universe_metadata(self) -> list[PairMetadata]:
-        """``PairMetadata`` of every universe pair."""
-        self._ensure_pairs()
-        assert self._universe is not None
-        return list(self._universe)
+        """``PairMetadata`` of every universe pair (same failure rule as ``get_universe``)."""
+        return list(self._require_universe())
 
     def resolve(self, pair: str) -> str:
         """Any alias (``BTC/USD``, ``XXBTZUSD``, ``XBT/USD``…) -> canonical (``XBTUSD``)."""
@@ -117,11 +200,14 @@ class Market:
         return self._resolver.resolve(pair)
 
     def get_pair_metadata(self, pair: str) -> PairMetadata:
-        """Metadata of any Kraken pair (not only the universe's); ``UnknownPairError`` else."""
+        """Metadata of any Kraken pair (not only the universe's); ``UnknownPairError`` for a
+        name that names no pair; Kraken's error when no metadata could be fetched or stored."""
         self._ensure_pairs()
         assert self._resolver is not None and self._pairs is not None
         canonical = self._resolver.resolve(pair)
         if canonical not in self._pairs:
+            if not self._pairs and self._pairs_error is not None:
+                raise self._pairs_error
             raise UnknownPairError(pair)
         return self._pairs[canonical]
 

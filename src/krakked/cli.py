@@ -131,15 +131,19 @@ def status(json_: JsonOpt = False) -> None:
 
     Also shows the region profile, the rate-limit tier and the store krakked would use.
     A private read-only call (Spot Balance, Futures accounts) is made for each key pair found.
+    Exits 0 only when every check that applies passed; otherwise with the exit code of the
+    first failed check in the order Spot REST, Futures REST, Spot credentials, Futures
+    credentials (the report, --json included, is printed in full first). No keys is not a
+    failure; Futures REST counts only where the region supports futures or Futures keys exist.
     """
-    from krakked.kraken.health import check_futures, check_spot
+    from krakked.kraken.health import check_futures, check_spot, status_failures
 
     settings = _settings()
-    loaded = _load_keys(settings, _PasswordPrompt(_interactive() and not json_))
+    keys, load_errors = _status_keys(settings, _PasswordPrompt(_interactive() and not json_))
     report: dict[str, Any] = {
         "version": __version__,
-        "spot": check_spot(settings, loaded["keys"]["spot"]),
-        "futures": check_futures(settings, loaded["keys"]["futures"]),
+        "spot": check_spot(settings, keys["spot"]),
+        "futures": check_futures(settings, keys["futures"]),
         "region": settings.to_dict()["region"],
         "tier": settings.tier,
         "store": {"url": settings.store_url, "source": settings.store_url_source},
@@ -147,17 +151,27 @@ def status(json_: JsonOpt = False) -> None:
     }
     for product in PRODUCTS:
         if report[product]["credentials"] is None:
+            problem = load_errors.get(product)
             report[product]["credentials"] = {
                 "present": False,
-                "problem": loaded["problems"].get(product),
+                "problem": str(problem) if problem is not None else None,
             }
-    if settings.region.supports_futures is False and loaded["keys"]["futures"] is not None:
+    if settings.region.supports_futures is False and keys["futures"] is not None:
         report["futures"]["warning"] = (
             f"region {settings.region.code} does not list futures support; "
             "account history still syncs because keys exist"
         )
+    failures = status_failures(
+        report["spot"], report["futures"], load_errors,
+        futures_rest_applies=bool(settings.region.supports_futures or keys["futures"] is not None
+                                  or "futures" in load_errors),
+    )
+    code = failures[0]["exit_code"] if failures else 0
+    report.update(ok=not failures, exit_code=code, failures=failures)
     if json_:
         _emit_json(report)
+        if code:
+            raise typer.Exit(code=code)
         return
     table = Table(title=f"krakked {__version__} status", show_lines=False)
     table.add_column("")
@@ -178,6 +192,29 @@ def status(json_: JsonOpt = False) -> None:
     for product in PRODUCTS:
         if report[product].get("warning"):
             err.print(f"[yellow]warning:[/] {report[product]['warning']}")
+    for failure in failures:
+        err.print(f"[red]failed:[/] {failure['check'].replace('.', ' ')}: "
+                  f"{redact(str(failure['error']))} (exit code {failure['exit_code']})",
+                  highlight=False)
+    if code:
+        raise typer.Exit(code=code)
+
+
+def _status_keys(settings: Settings, prompt: _PasswordPrompt
+                 ) -> tuple[dict[str, Any], dict[str, CredentialsError]]:
+    """product -> KeyPair | None, and product -> the error that kept present keys from loading
+    (wrong master password, malformed or locked credentials; never "no keys")."""
+    keys: dict[str, Any] = {}
+    errors: dict[str, CredentialsError] = {}
+    for product in PRODUCTS:
+        try:
+            keys[product] = load_key_pair(product, paths=settings.paths, password=prompt)
+        except NoCredentialsError:
+            keys[product] = None
+        except CredentialsError as exc:
+            keys[product] = None
+            errors[product] = exc
+    return keys, errors
 
 
 def _yn(flag: bool) -> str:
@@ -224,7 +261,9 @@ def setup(
 
     Keys Kraken rejects are not saved (unless --force). If Kraken cannot be reached, that is not
     reported as a key problem: retry, or save them marked unvalidated. The master password comes
-    from KRAKKED_MASTER_PASSWORD or a prompt.
+    from KRAKKED_MASTER_PASSWORD or a prompt. When a key pair is not saved, the command exits
+    with its error's code (11 rejected, 12 permission, 16 unreachable, 15 unavailable; the
+    first product that failed decides).
     """
     from krakked.kraken.health import key_pair_validator
 
@@ -237,7 +276,7 @@ def setup(
             raise typer.BadParameter(f"{p!r} is not spot, futures or both", param_hint="--product")
     password = _setup_password(settings)
     validator = key_pair_validator(settings)
-    failed = False
+    code = 0
     for p in products:
         key = typer.prompt(f"{p} API key", hide_input=True).strip()
         secret = typer.prompt(f"{p} API secret", hide_input=True).strip()
@@ -261,9 +300,23 @@ def setup(
                     )
             break
         _report_setup(result)
-        failed = failed or not result.saved
-    if failed:
-        raise typer.Exit(code=1)
+        if not result.saved and not code:
+            code = _setup_exit_code(result)
+    if code:
+        raise typer.Exit(code=code)
+
+
+def _setup_exit_code(result: SetupResult) -> int:
+    """The exit code of the error that kept a key pair from being saved: the auth error's
+    (``AuthError`` 11, ``PermissionDeniedError`` 12) for rejected keys, the network or service
+    error's (``NetworkError`` 16, ``ServiceUnavailableError`` 15, …) when Kraken was not
+    reached."""
+    from krakked import errors
+
+    cls = getattr(errors, result.error_type or "", None)
+    if isinstance(cls, type) and issubclass(cls, KrakkedError):
+        return cls.exit_code
+    return errors.AuthError.exit_code if result.auth_problem else errors.KrakenError.exit_code
 
 
 def _setup_password(settings: Settings) -> str:
@@ -355,30 +408,48 @@ def universe(
     json_: JsonOpt = False,
     store: StoreOpt = None,
 ) -> None:
-    """The spot universe: online pairs quoted in the region's currency (USD by default), no
-    margin pairs unless the region allows them, with [universe] include/exclude and the
-    optional liquidity floor applied. Fetched from Kraken's AssetPairs (and Ticker)."""
+    """The spot universe: online pairs quoted in the region's currency (USD by default) —
+    including spot pairs that also offer margin (their leverage is used only where the region
+    supports margin; [universe] exclude_leveraged_pairs drops them) — with [universe]
+    include/exclude and the optional liquidity floor applied. Fetched from Kraken's AssetPairs
+    (and Ticker); if Kraken cannot be reached, the last stored snapshot is shown, marked stale,
+    and without one the command fails with the network error's exit code."""
     with _market(store) as m:
         pairs = m.get_universe_metadata()
+        stale, taken = m.universe_is_stale, m.universe_updated_at
         m.store.close()
+    when = taken.isoformat() if taken else None
     if json_:
-        _emit_json([_pair_dict(p) for p in pairs])
+        _emit_json([{**_pair_dict(p), "stale": stale, "updated_at": when} for p in pairs])
         return
-    table = Table(title=f"Universe: {len(pairs)} pairs")
+    title = f"Universe: {len(pairs)} pairs"
+    if stale:
+        title += f" (stale snapshot taken {when or 'at an unknown time'})"
+    table = Table(title=title)
     for col in ("pair", "ws (v2)", "Kraken id", "base", "quote", "price dp", "volume dp",
                 "ordermin", "costmin", "tick"):
         table.add_column(col)
     for p in pairs:
         table.add_row(p.canonical, p.ws_symbol, p.raw_name, p.base, p.quote,
-                      str(p.price_decimals), str(p.volume_decimals), str(p.ordermin or ""),
-                      str(p.costmin or ""), str(p.tick_size or ""))
-    out.print(table)
+                      str(p.price_decimals), str(p.volume_decimals), _plain(p.ordermin),
+                      _plain(p.costmin), _plain(p.tick_size))
+    out.print(table, highlight=False)
+
+
+def _plain(value: Any) -> str:
+    """A Decimal as a plain decimal string (``0.0000000001``, never ``1E-10``); "" for None."""
+    if value is None:
+        return ""
+    return format(value, "f") if hasattr(value, "as_tuple") else str(value)
 
 
 def _pair_dict(p: Any) -> dict[str, Any]:
+    """A pair as JSON: the ``pairs`` columns (decimals as plain strings) + ``margin_available``."""
     row = p.to_row()
-    return {k: (str(v) if hasattr(v, "as_tuple") else v) for k, v in row.items()
-            if k != "updated_at"}
+    out = {k: (_plain(v) if hasattr(v, "as_tuple") else v) for k, v in row.items()
+           if k != "updated_at"}
+    out["margin_available"] = p.margin_available
+    return out
 
 
 def _split_multi(args: list[str], flag: str) -> tuple[list[str], list[str]]:
@@ -414,6 +485,7 @@ def ohlc_backfill(
 
     Pairs take any alias (XBTUSD, BTC/USD, XXBTZUSD); --tf takes one or more of
     1m 5m 15m 30m 1h 4h 1d 1w 15d (12h is derived from 1h/4h when read: Kraken's API has none).
+    Each distinct pair/timeframe is fetched once, however many aliases name it (first seen first).
     Kraken serves only the latest 720 bars per interval; deeper history comes from trades and
     Kraken's CSV files. Each pair/timeframe is committed on its own with Kraken's cursor, so an
     interrupted run simply resumes; re-running only fetches what is new.
@@ -431,7 +503,7 @@ def ohlc_backfill(
         interval_minutes(tf)  # unsupported timeframe: a clear error before any call
     results = []
     with _market(store) as m:
-        jobs = [(m.resolve(p), tf) for p in pairs for tf in tfs]
+        jobs = _distinct_jobs([(m.resolve(p), tf) for p in pairs for tf in tfs])
         show = sys.stderr.isatty() and not json_
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
@@ -459,6 +531,17 @@ def ohlc_backfill(
     notes = sorted({n for r in results for n in r.notes})
     for note in notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+def _distinct_jobs(jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One job per distinct (canonical pair, interval), first seen first: ``XBTUSD BTC/USD
+    --tf 1h 60`` fetches XBTUSD 1h once."""
+    from krakked.market.candles import interval_minutes
+
+    seen: dict[tuple[str, int], tuple[str, str]] = {}
+    for symbol, tf in jobs:
+        seen.setdefault((symbol, interval_minutes(tf)), (symbol, tf))
+    return list(seen.values())
 
 
 @app.command()

@@ -116,11 +116,18 @@ class RegionProfile:
 
 @dataclass(frozen=True)
 class UniverseSettings:
-    """Overrides for the USD spot universe (``[universe]``)."""
+    """Overrides for the USD spot universe (``[universe]``).
+
+    ``exclude_leveraged_pairs``: drop every pair that offers leverage (``leverage_buy`` /
+    ``leverage_sell``) from the base set, whatever the region. Off by default: on Kraken a spot
+    pair that also offers margin carries leverage (``XBTUSD``, ``ETHUSD``), and it is still a
+    spot pair.
+    """
 
     include_pairs: tuple[str, ...] = ()
     exclude_pairs: tuple[str, ...] = ()
     min_24h_volume_usd: float | None = None
+    exclude_leveraged_pairs: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,6 +198,7 @@ class Settings:
                 "include_pairs": list(self.universe.include_pairs),
                 "exclude_pairs": list(self.universe.exclude_pairs),
                 "min_24h_volume_usd": self.universe.min_24h_volume_usd,
+                "exclude_leveraged_pairs": self.universe.exclude_leveraged_pairs,
             },
             "market_data": {
                 "ws": {"stale_tolerance_seconds": self.stale_tolerance_seconds},
@@ -223,7 +231,8 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     "": {"region", "universe", "market_data", "store", "limits", "kraken"},
     "region": {"code", "default_quote", "capabilities"},
     "region.capabilities": {"supports_margin", "supports_futures", "supports_staking"},
-    "universe": {"include_pairs", "exclude_pairs", "min_24h_volume_usd"},
+    "universe": {"include_pairs", "exclude_pairs", "min_24h_volume_usd",
+                 "exclude_leveraged_pairs"},
     "market_data": {"ws", "ohlc_store"},
     "market_data.ws": {"stale_tolerance_seconds"},
     "market_data.ohlc_store": {"backend", "root_dir"},
@@ -370,6 +379,7 @@ def load_settings(
         include_pairs=r.str_list("universe", "include_pairs"),
         exclude_pairs=r.str_list("universe", "exclude_pairs"),
         min_24h_volume_usd=min_vol or None,
+        exclude_leveraged_pairs=r.get("universe", "exclude_leveraged_pairs", bool, False),
     )
     stale = r.get("market_data.ws", "stale_tolerance_seconds", float, 60.0)
     if stale <= 0:

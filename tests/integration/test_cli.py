@@ -10,6 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from krakked.cli import app, main
+from krakked.errors import (
+    AuthError,
+    CredentialsError,
+    NetworkError,
+    SecretsDecryptionError,
+    ServiceUnavailableError,
+)
 from tests.fakes import FUT_KEY, FUT_SECRET, SPOT_KEY, SPOT_SECRET, FakeKraken, served
 
 PASSWORD = "correct horse battery staple"
@@ -65,16 +72,100 @@ def test_status_json_reports_reachability_and_working_keys(env) -> None:
 
 
 def test_status_without_keys_says_none_present(env) -> None:
-    report = json.loads(run("status", "--json").output)
+    result = run("status", "--json")
+    report = json.loads(result.output)
     assert report["spot"]["credentials"] == {"present": False, "problem": None}
+    assert result.exit_code == 0  # no keys: the key checks do not apply, nothing failed
+    assert report["ok"] is True and report["exit_code"] == 0 and report["failures"] == []
 
 
 def test_status_reports_rejected_keys_as_auth_problem(env, fake) -> None:
     fake.spot_keys = {}
     result = run("status", "--json", extra_env=KEYS)
-    creds = json.loads(result.output)["spot"]["credentials"]
+    creds = json.loads(result.stdout)["spot"]["credentials"]
     assert creds["private_call_ok"] is False and creds["auth_problem"] is True
     assert "EAPI:Invalid key" in creds["error"]
+    assert result.exit_code == AuthError.exit_code == 11
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_status_with_kraken_unreachable_exits_with_the_network_code(env, monkeypatch) -> None:
+    dead = _dead_url()
+    monkeypatch.setenv("KRAKKED_SPOT_URL", dead)
+    monkeypatch.setenv("KRAKKED_FUTURES_URL", dead)
+    result = run("status", "--json", extra_env=KEYS)
+    assert result.exit_code == NetworkError.exit_code == 16
+    report = json.loads(result.stdout)  # the full report is still printed
+    assert report["spot"]["reachable"] is False and report["futures"]["reachable"] is False
+    assert report["ok"] is False and report["exit_code"] == 16
+    assert report["failures"][0]["check"] == "spot.rest"
+    assert report["failures"][0]["exit_code"] == 16
+
+
+def test_status_with_kraken_unavailable_exits_with_the_service_code(env, fake) -> None:
+    fake.fault("SystemStatus", (503, b"<html>503 Service Unavailable</html>"))
+    result = run("status", "--json")
+    assert result.exit_code == ServiceUnavailableError.exit_code == 15
+    assert json.loads(result.stdout)["spot"]["reachable"] is False
+
+
+def test_status_with_a_wrong_master_password_exits_6(env, monkeypatch) -> None:
+    assert run("setup", input=_setup_input()).exit_code == 0
+    result = run("status", "--json", extra_env={"KRAKKED_MASTER_PASSWORD": "wrong"})
+    assert result.exit_code == SecretsDecryptionError.exit_code == 6
+    report = json.loads(result.stdout)
+    assert report["spot"]["credentials"]["problem"] == "Wrong password or corrupted secrets file"
+    assert report["failures"][0] == {"check": "spot.credentials", "exit_code": 6,
+                                     "error": "Wrong password or corrupted secrets file"}
+
+
+def test_status_with_malformed_credentials_exits_4(env) -> None:
+    result = run("status", "--json", extra_env={"KRAKEN_API_KEY": SPOT_KEY,
+                                                "KRAKEN_API_SECRET": "not base64 at all!"})
+    assert result.exit_code == CredentialsError.exit_code == 4
+    assert json.loads(result.stdout)["failures"][0]["check"] == "spot.credentials"
+
+
+def test_status_with_a_locked_secrets_file_and_no_password_exits_4(env) -> None:
+    assert run("setup", input=_setup_input()).exit_code == 0
+    result = run("status", "--json")  # not a terminal, no KRAKKED_MASTER_PASSWORD
+    assert result.exit_code == 4
+    assert "locked" in json.loads(result.stdout)["failures"][0]["error"]
+
+
+def test_status_futures_rest_counts_only_where_futures_apply(env, monkeypatch) -> None:
+    monkeypatch.setenv("KRAKKED_FUTURES_URL", _dead_url())
+    spot_only = {k: v for k, v in KEYS.items() if "FUTURES" not in k}
+    result = run("status", "--json", extra_env=spot_only)
+    assert json.loads(result.stdout)["futures"]["reachable"] is False
+    assert result.exit_code == 0  # region without futures, no Futures keys: not a failure
+    assert run("status", "--json", extra_env=KEYS).exit_code == 16  # Futures keys exist
+    config = Path(env["KRAKKED_HOME"]) / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "config.toml").write_text("[region.capabilities]\nsupports_futures = true\n")
+    assert run("status", "--json", extra_env=spot_only).exit_code == 16  # futures region
+
+
+def test_status_failing_checks_the_first_in_fixed_order_wins(env, monkeypatch) -> None:
+    assert run("setup", input=_setup_input()).exit_code == 0
+    monkeypatch.setenv("KRAKKED_SPOT_URL", _dead_url())
+    result = run("status", "--json", extra_env={"KRAKKED_MASTER_PASSWORD": "wrong"})
+    checks = [(f["check"], f["exit_code"]) for f in json.loads(result.stdout)["failures"]]
+    assert checks[0] == ("spot.rest", 16) and ("spot.credentials", 6) in checks
+    assert result.exit_code == 16
+
+
+def test_status_table_exits_non_zero_and_names_the_failed_check(env, fake) -> None:
+    fake.spot_keys = {}
+    result = run("status", extra_env=KEYS)
+    assert result.exit_code == 11
+    assert "rejected by Kraken" in result.stdout
+    assert "spot credentials" in result.stderr and "EAPI:Invalid key" in result.stderr
 
 
 def test_status_table_on_a_terminal(env) -> None:
@@ -108,7 +199,7 @@ def test_setup_validates_then_saves_encrypted_and_creds_show_reads_it(env) -> No
 def test_setup_with_rejected_keys_saves_nothing(env, fake) -> None:
     fake.spot_keys = {}
     result = run("setup", input=_setup_input())
-    assert result.exit_code == 1
+    assert result.exit_code == AuthError.exit_code == 11
     assert "rejected" in result.output and "nothing saved" in result.output
     assert not (Path(env["KRAKKED_HOME"]) / "config" / "secrets.enc").exists()
 
@@ -120,13 +211,25 @@ def test_setup_when_kraken_is_unreachable_is_not_a_key_problem(env, monkeypatch)
     monkeypatch.setenv("KRAKKED_SPOT_URL", dead)
     monkeypatch.setattr("krakked.kraken.http.RetryPolicy.backoff", lambda self, n, rng=None: 0.01)
     result = run("setup", input=_setup_input())
-    assert result.exit_code == 1
+    assert result.exit_code == NetworkError.exit_code == 16  # nothing saved
     assert "could not be reached (not a key problem)" in result.output
     saved = run("setup", "--save-unvalidated", input=_setup_input())
     assert saved.exit_code == 0 and "saved UNVALIDATED" in saved.output
     shown = json.loads(run("creds", "show", "--json",
                            extra_env={"KRAKKED_MASTER_PASSWORD": PASSWORD}).output)
     assert shown["spot"]["validated"] is False
+
+
+def test_setup_of_both_products_exits_with_the_first_failures_code(env, fake,
+                                                                    monkeypatch) -> None:
+    fake.spot_keys = {}  # spot rejected (11), then futures unreachable (16)
+    monkeypatch.setenv("KRAKKED_FUTURES_URL", _dead_url())
+    monkeypatch.setattr("krakked.kraken.http.RetryPolicy.backoff", lambda self, n, rng=None: 0.01)
+    result = run("setup", "--product", "both",
+                 input=f"{PASSWORD}\n{PASSWORD}\n{SPOT_KEY}\n{SPOT_SECRET}\n{FUT_KEY}\n"
+                       f"{FUT_SECRET}\n")
+    assert "rejected" in result.output and "could not be reached" in result.output
+    assert result.exit_code == 11
 
 
 def test_config_show_json(env) -> None:

@@ -4,22 +4,27 @@ incremental), the Python API, the original history facade, the CLI, export via d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
+import logging
+import socket
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import httpx
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from krakked.api import Market
 from krakked.cli import app
-from krakked.config import load_settings
-from krakked.errors import InvalidRequestError, UnknownPairError
+from krakked.config import UniverseSettings, load_settings
+from krakked.errors import InvalidRequestError, NetworkError, UnknownPairError
 from krakked.history import HistoricalDataProvider
+from krakked.kraken.http import RetryPolicy
 from krakked.kraken.limits import PublicLimiter
 from krakked.kraken.spot import SpotClient
 from krakked.sim import SimClock, SimConfig, Simulator
@@ -49,10 +54,11 @@ def market(sim: Simulator, tmp_path: Path, clock: SimClock):
         yield m
 
 
-def test_universe_is_the_online_usd_spot_pairs_without_margin(market: Market) -> None:
+def test_universe_is_the_online_usd_spot_pairs_including_those_offering_margin(
+        market: Market) -> None:
     universe = market.get_universe()
     assert len(universe) >= 30
-    assert "SOLUSD" in universe and "XBTUSD" not in universe  # XBTUSD is a margin pair
+    assert "SOLUSD" in universe and "XBTUSD" in universe  # XBTUSD also offers margin
     assert "MATICUSD" not in universe  # cancel_only
     assert not any(p.endswith(("USDT", "XBT", "EUR")) for p in universe)
     meta = market.get_pair_metadata("BTC/USD")  # any pair resolves, not only the universe
@@ -60,6 +66,100 @@ def test_universe_is_the_online_usd_spot_pairs_without_margin(market: Market) ->
     assert market.resolve("XRP/BTC") == "XRPXBT"
     with pytest.raises(UnknownPairError, match="XBTUSD"):
         market.resolve("XBTUS")
+
+
+def _unreachable_client(settings) -> SpotClient:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    return SpotClient(settings=settings, transport=httpx.MockTransport(refuse),
+                      retry=RetryPolicy(max_attempts=1), public_limiter=PublicLimiter(1000, 1000))
+
+
+def test_universe_without_kraken_or_a_snapshot_fails_with_the_network_error(
+        tmp_path: Path) -> None:
+    settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
+    with Market(f"duckdb:///{tmp_path / 'm.duckdb'}", settings=settings,
+                client=_unreachable_client(settings)) as m:
+        with pytest.raises(NetworkError):
+            m.get_universe()
+        with pytest.raises(NetworkError):
+            m.get_universe_metadata()
+        assert m.resolve("BTC/USD") == "XBTUSD"  # the offline tables still resolve names
+        assert m.store.canonical("XBT/USDT") == "XBTUSDT"
+        with pytest.raises(UnknownPairError):
+            m.resolve("NOPEUSD")
+        with pytest.raises(NetworkError):
+            m.get_pair_metadata("BTC/USD")  # known name, but no metadata without AssetPairs
+        assert m.universe_updated_at is None and m.universe_is_stale is False
+
+
+def test_universe_offline_serves_the_stored_snapshot_marked_stale(
+        market: Market, tmp_path: Path, caplog) -> None:
+    fresh = market.get_universe_metadata()
+    taken = market.universe_updated_at
+    assert taken is not None and market.universe_is_stale is False
+    url, settings = market.store.url, market.settings
+    market.close()
+    with Market(url, settings=settings, client=_unreachable_client(settings)) as offline, \
+            caplog.at_level(logging.WARNING, "krakked.api"):
+        stale = offline.get_universe_metadata()
+        assert offline.universe_is_stale is True and offline.universe_updated_at == taken
+        assert [p.to_row() for p in stale] == [p.to_row() for p in fresh]
+        assert offline.get_universe() == [p.canonical for p in fresh]
+        assert offline.resolve("XXBTZUSD") == "XBTUSD"
+        assert offline.get_pair_metadata("DOGE/USD").tick_size == Decimal("0.0000001")
+    assert "stale" in caplog.text and taken.isoformat() in caplog.text
+
+
+_POSTGRES_ROUNDS_1E_10 = pytest.mark.xfail(
+    strict=True, reason="store/postgres.py _encode trims zeros off Arrow's exponent text: "
+                        "1.00000000E-10 becomes 1.00000000E-1 (0.1); reported, outside this "
+                        "change's files")
+
+
+@pytest.mark.parametrize("store_url", [
+    "duckdb", "parquet", "csv", pytest.param("postgresql", marks=_POSTGRES_ROUNDS_1E_10)],
+    indirect=True)
+def test_the_stale_snapshot_is_served_from_every_store_backend(
+        sim: Simulator, store_url: str, tmp_path: Path) -> None:
+    settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
+    client = SpotClient(settings=settings, transport=sim.transport(),
+                        public_limiter=PublicLimiter(1000, 1000))
+    with open_store(store_url) as store:
+        fresh = Market(store, settings=settings, client=client)
+        expected = fresh.get_universe_metadata()
+        offline = Market(store, settings=settings, client=_unreachable_client(settings))
+        assert [p.to_row() for p in offline.get_universe_metadata()] == [
+            p.to_row() for p in expected]
+        assert offline.universe_is_stale and offline.universe_updated_at == \
+            fresh.universe_updated_at
+        assert str(offline.get_pair_metadata("PEPE/USD").tick_size) == "1E-10"
+        assert format(offline.get_pair_metadata("PEPE/USD").tick_size, "f") == "0.0000000001"
+
+
+@pytest.mark.parametrize("universe", [UniverseSettings(exclude_leveraged_pairs=True),
+                                      UniverseSettings(min_24h_volume_usd=1000.0)])
+def test_a_snapshot_that_cannot_apply_the_universe_rules_is_not_served(
+        market: Market, universe: UniverseSettings) -> None:
+    market.refresh()
+    url, settings = market.store.url, dataclasses.replace(market.settings, universe=universe)
+    market.close()
+    with Market(url, settings=settings, client=_unreachable_client(settings)) as offline:
+        with pytest.raises(NetworkError):
+            offline.get_universe()
+        assert offline.get_pair_metadata("BTC/USD").raw_name == "XXBTZUSD"  # stale metadata
+
+
+def test_pair_metadata_says_whether_margin_is_available_in_the_region(
+        market: Market, tmp_path: Path) -> None:
+    assert market.get_pair_metadata("BTC/USD").margin_available is False
+    margin = dataclasses.replace(
+        market.settings, region=dataclasses.replace(market.settings.region, supports_margin=True))
+    with Market(f"duckdb:///{tmp_path / 'margin.duckdb'}", settings=margin,
+                client=market.client) as m:
+        assert m.get_pair_metadata("BTC/USD").margin_available is True
+        assert m.get_pair_metadata("SOLUSD").margin_available is False
 
 
 def test_backfill_stores_closed_candles_only_and_resumes(market: Market, sim: Simulator,
@@ -181,6 +281,73 @@ def test_cli_universe_backfill_candles_store_info(cli_env: Path) -> None:
     assert ("XBTUSD", "1h") in series and ("ETHUSD", "1d") in series
     again = json.loads(cli("ohlc", "backfill", "XBTUSD", "--tf", "1h", "--json").output)
     assert again[0]["fetched"] <= 1  # nothing new (at most the hour that just closed)
+
+
+def test_cli_universe_shows_tick_sizes_as_plain_decimals(cli_env: Path) -> None:
+    rows = {r["canonical"]: r for r in json.loads(cli("universe", "--json").output)}
+    assert rows["PEPEUSD"]["tick_size"] == "0.0000000001"
+    assert rows["XDGUSD"]["tick_size"] == "0.0000001"
+    numbers = [r[k] for r in rows.values() for k in ("lot_size", "ordermin", "costmin",
+                                                     "tick_size") if r[k] is not None]
+    assert numbers and not [v for v in numbers if "E" in v or "e" in v]
+    assert rows["XBTUSD"]["margin_available"] is False  # US_CA: leverage never used
+    assert rows["XBTUSD"]["stale"] is False and rows["XBTUSD"]["updated_at"]
+    table = cli("universe").output
+    assert "0.0000000001" in table and "E-" not in table
+
+
+def _unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("KRAKKED_SPOT_URL", dead)
+    monkeypatch.setattr("krakked.kraken.http.RetryPolicy.backoff", lambda self, n, rng=None: 0.01)
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_cli_universe_unreachable_without_snapshot_exits_with_the_network_code(
+        cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys, json_flag: list[str]) -> None:
+    from krakked.cli import main
+
+    _unreachable(monkeypatch)
+    with pytest.raises(SystemExit) as info:
+        main(["universe", *json_flag])
+    assert info.value.code == NetworkError.exit_code == 16
+    captured = capsys.readouterr()
+    assert captured.out == ""  # neither "Universe: 0 pairs" nor []
+    lines = captured.err.strip().splitlines()  # (the retries are logged before it)
+    errors = [line for line in lines if line.startswith("error:")]
+    assert errors == [lines[-1]] and "AssetPairs" in errors[0]
+
+
+def test_cli_universe_unreachable_serves_the_stored_snapshot_marked_stale(
+        cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from krakked.cli import main
+
+    fresh = json.loads(cli("universe", "--json").output)
+    _unreachable(monkeypatch)
+    with pytest.raises(SystemExit) as info:
+        main(["universe", "--json"])
+    assert info.value.code == 0
+    captured = capsys.readouterr()
+    stale = json.loads(captured.out)
+    assert isinstance(stale, list)
+    assert [r["canonical"] for r in stale] == [r["canonical"] for r in fresh]
+    taken = fresh[0]["updated_at"]
+    assert all(r["stale"] is True and r["updated_at"] == taken for r in stale)
+    assert "stale" in captured.err and taken in captured.err
+    with pytest.raises(SystemExit) as info:
+        main(["universe"])
+    assert info.value.code == 0
+    assert f"stale snapshot taken {taken}" in capsys.readouterr().out
+
+
+def test_cli_backfill_fetches_each_canonical_pair_and_timeframe_once(cli_env: Path) -> None:
+    result = cli("ohlc", "backfill", "XBTUSD", "BTC/USD", "XXBTZUSD", "ETH/USD", "ETHUSD",
+                 "--tf", "1h", "60", "1d", "--json")
+    assert result.exit_code == 0, result.output
+    done = [(r["symbol"], r["timeframe"]) for r in json.loads(result.output)]
+    assert done == [("XBTUSD", "1h"), ("XBTUSD", "1d"), ("ETHUSD", "1h"), ("ETHUSD", "1d")]
 
 
 @pytest.mark.parametrize(

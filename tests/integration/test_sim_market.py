@@ -141,6 +141,13 @@ def test_asset_pairs_rows_carry_every_documented_key(kraken: Kraken) -> None:
         kraken.client.get_asset_pairs("SOLUSD", info="bogus")
 
 
+def test_tick_sizes_are_plain_decimal_strings_as_kraken_sends_them(kraken: Kraken) -> None:
+    pairs = kraken.client.get_asset_pairs()
+    assert pairs["PEPEUSD"]["tick_size"] == "0.0000000001"
+    assert pairs["XDGUSD"]["tick_size"] == "0.0000001"
+    assert not [pid for pid, row in pairs.items() if "E" in row["tick_size"]]
+
+
 def test_assets_lists_kraken_asset_ids_with_altnames_and_decimals(kraken: Kraken) -> None:
     assets = kraken.client.get_assets()
     assert assets["XXBT"] == {"aclass": "currency", "altname": "XBT", "decimals": 10,

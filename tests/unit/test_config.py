@@ -192,3 +192,22 @@ def test_settings_to_dict_is_complete(tmp_path: Path) -> None:
     assert d["market_data"]["ws"]["stale_tolerance_seconds"] == 60.0
     assert d["limits"]["tier"] == "starter"
     assert d["store"]["url"].startswith("duckdb:///")
+
+
+def test_exclude_leveraged_pairs_defaults_to_false_and_reads_true(tmp_path: Path,
+                                                                  caplog) -> None:
+    assert load_settings(_home(tmp_path)).universe.exclude_leveraged_pairs is False
+    _write(tmp_path, "[universe]\nexclude_leveraged_pairs = true\n")
+    with caplog.at_level(logging.WARNING, logger="krakked.config"):
+        s = load_settings(_home(tmp_path))
+    assert s.universe.exclude_leveraged_pairs is True
+    assert s.to_dict()["universe"]["exclude_leveraged_pairs"] is True
+    assert "unknown config key" not in caplog.text
+
+
+def test_exclude_leveraged_pairs_must_be_a_bool(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[universe]\nexclude_leveraged_pairs = 'yes'\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(_home(tmp_path))
+    assert "universe.exclude_leveraged_pairs must be bool" in str(info.value)
+    assert str(path) in str(info.value)

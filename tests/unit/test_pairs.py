@@ -4,6 +4,7 @@ liquidity floor, aliases of every form, offline tables."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -141,14 +142,62 @@ def test_to_row_matches_the_pairs_table_columns(pairs) -> None:
     assert row["updated_at"] is None
 
 
+def test_from_row_rebuilds_the_stored_columns_of_any_pair(pairs) -> None:
+    taken = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    for meta in pairs.values():
+        row = meta.to_row(taken)
+        back = PairMetadata.from_row(row)
+        assert back.to_row(taken) == row
+        assert (back.canonical, back.raw_name, back.ws_symbol) == (
+            meta.canonical, meta.raw_name, meta.ws_symbol)
+
+
+def test_from_row_tidies_the_stores_decimal_scale() -> None:
+    row = {**parse_asset_pairs(ASSET_PAIRS)["XDGUSD"].to_row(),
+           "tick_size": Decimal("1.000000000000000000E-7"),
+           "lot_size": Decimal("0.000000010000000000"),
+           "ordermin": Decimal("30.000000000000000000")}
+    meta = PairMetadata.from_row(row)
+    assert format(meta.tick_size, "f") == "0.0000001"
+    assert format(meta.lot_size, "f") == "0.00000001"
+    assert format(meta.ordermin, "f") == "30"
+    assert meta.leverage_buy == () and not meta.margin  # the pairs table keeps no leverage
+
+
+def test_from_row_refuses_a_row_without_canonical() -> None:
+    with pytest.raises(ValueError, match="canonical"):
+        PairMetadata.from_row({"canonical": None})
+
+
 # --- universe rules ----------------------------------------------------------------------------
 
 
-def test_only_online_usd_spot_pairs_without_leverage_in_a_us_region(pairs) -> None:
+def test_universe_keeps_spot_pairs_that_also_offer_margin(pairs) -> None:
     universe = build_universe(pairs, US, NONE)
-    # XBTUSD has leverage; MATIC cancel_only; ADA post_only; USDT/XBT/EUR quotes excluded
-    assert _names(universe) == ["ETHUSD", "SOLUSD", "USDTUSD", "XDGUSD"]
+    # XBTUSD offers leverage but is a spot pair; MATIC cancel_only; ADA post_only;
+    # USDT/XBT/EUR quotes excluded
+    assert _names(universe) == ["ETHUSD", "SOLUSD", "USDTUSD", "XBTUSD", "XDGUSD"]
     assert all(m.quote == "USD" for m in universe)
+
+
+def test_leverage_is_never_available_where_the_region_has_no_margin(pairs) -> None:
+    us = {m.canonical: m for m in build_universe(pairs, US, NONE)}
+    assert us["XBTUSD"].margin and us["XBTUSD"].margin_available is False
+    margin = {m.canonical: m for m in build_universe(pairs, MARGIN, NONE)}
+    assert margin["XBTUSD"].margin_available is True
+    assert margin["ETHUSD"].margin_available is False  # no leverage offered
+    assert not pairs["XBTUSD"].margin_available  # parsed metadata: no region applied yet
+
+
+def test_exclude_leveraged_pairs_restores_the_strict_rule(pairs) -> None:
+    strict = UniverseSettings(exclude_leveraged_pairs=True)
+    assert _names(build_universe(pairs, US, strict)) == ["ETHUSD", "SOLUSD", "USDTUSD", "XDGUSD"]
+    assert "XBTUSD" not in _names(build_universe(pairs, MARGIN, strict))
+
+
+def test_include_pairs_wins_over_exclude_leveraged_pairs(pairs) -> None:
+    settings = UniverseSettings(exclude_leveraged_pairs=True, include_pairs=("BTC/USD",))
+    assert "XBTUSD" in _names(build_universe(pairs, US, settings))
 
 
 def test_margin_pairs_are_included_when_the_region_supports_margin(pairs) -> None:
@@ -171,7 +220,7 @@ def test_default_quote_may_be_a_kraken_asset_id_or_another_currency(pairs) -> No
 
 def test_exclude_pairs_removes_by_any_spelling(pairs) -> None:
     settings = UniverseSettings(exclude_pairs=("DOGEUSD", "eth/usd"))
-    assert _names(build_universe(pairs, US, settings)) == ["SOLUSD", "USDTUSD"]
+    assert _names(build_universe(pairs, US, settings)) == ["SOLUSD", "USDTUSD", "XBTUSD"]
 
 
 def test_include_pairs_adds_existing_pairs_whatever_their_quote_or_leverage(pairs) -> None:
@@ -257,10 +306,10 @@ def test_refresh_refetches_and_reapplies_every_rule() -> None:
     universe = Universe(fetch, region=US, settings=UniverseSettings(exclude_pairs=("ETHUSD",)))
     assert len(universe) == 0 and universe.resolve("BTC/USDT") == "XBTUSDT"  # offline
     assert universe.refresh() == list(universe)
-    assert universe.canonicals == ["SOLUSD", "USDTUSD", "XDGUSD"]
-    assert "sol/usd" in universe and "BTC/USD" not in universe
+    assert universe.canonicals == ["SOLUSD", "USDTUSD", "XBTUSD", "XDGUSD"]
+    assert "sol/usd" in universe and "BTC/USD" in universe and "ETH/USD" not in universe
     universe.refresh()
-    assert universe.canonicals == ["USDTUSD", "XDGUSD"]
+    assert universe.canonicals == ["USDTUSD", "XBTUSD", "XDGUSD"]
     assert universe.metadata("XRP/BTC").raw_name == "XXRPXXBT"
 
 
@@ -392,12 +441,18 @@ SIM_RESOLVER = PairResolver(SIM_PAIRS)
 def test_sim_asset_pairs_parse_completely_and_give_the_us_universe() -> None:
     assert len(SIM_PAIRS) == len(SIM_RESULT) == 50
     universe = _names(build_universe(SIM_PAIRS, US, NONE))
-    assert "XBTUSD" not in universe and "ETHUSD" not in universe  # margin pairs
+    assert "XBTUSD" in universe and "ETHUSD" in universe  # spot pairs that offer margin
     assert "MATICUSD" not in universe  # cancel_only
     assert "SOLUSD" in universe and "XDGUSD" in universe and "USDTUSD" in universe
     assert all(SIM_PAIRS[c].quote == "USD" for c in universe)
-    with_margin = _names(build_universe(SIM_PAIRS, MARGIN, NONE))
-    assert set(with_margin) - set(universe) == {"XBTUSD", "ETHUSD"}
+    assert len(universe) == 42  # 40 USD pairs without leverage + XBTUSD, ETHUSD
+    assert {c for c, m in SIM_PAIRS.items() if m.margin} == {"XBTUSD", "ETHUSD", "ETHXBT",
+                                                             "XBTEUR"}
+    with_margin = build_universe(SIM_PAIRS, MARGIN, NONE)
+    assert _names(with_margin) == universe
+    assert {m.canonical for m in with_margin if m.margin_available} == {"XBTUSD", "ETHUSD"}
+    strict = _names(build_universe(SIM_PAIRS, US, UniverseSettings(exclude_leveraged_pairs=True)))
+    assert set(universe) - set(strict) == {"XBTUSD", "ETHUSD"} and len(strict) == 40
 
 
 def _aliases(meta: PairMetadata) -> list[str]:

@@ -17,7 +17,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -37,6 +37,7 @@ __all__ = [
     "PairMetadata",
     "PairResolver",
     "Universe",
+    "apply_region",
     "build_universe",
     "estimate_24h_volume_usd",
     "parse_asset_pairs",
@@ -205,6 +206,11 @@ class PairMetadata:
     Kraken's v1 name (``XBT/USD``). ``lot_size`` is the smallest volume increment,
     ``lot_multiplier`` × 10^-``volume_decimals``; ``tick_size`` the smallest price increment.
     Numbers are exact Decimals; ``ordermin``/``costmin`` are None when Kraken omits them.
+
+    On Kraken a spot pair that also offers margin carries ``leverage_buy``/``leverage_sell``
+    (``margin``); there are no margin-only pairs. ``margin_available`` says whether that
+    leverage may be used in the account's region (``apply_region``): false wherever the region
+    does not support margin, and false until a region is applied.
     """
 
     canonical: str
@@ -227,6 +233,7 @@ class PairMetadata:
     leverage_buy: tuple[int, ...] = ()
     leverage_sell: tuple[int, ...] = ()
     aclass_base: str = "currency"
+    margin_available: bool = False
 
     @property
     def margin(self) -> bool:
@@ -285,6 +292,47 @@ class PairMetadata:
             leverage_buy=_levels(row.get("leverage_buy")),
             leverage_sell=_levels(row.get("leverage_sell")),
             aclass_base=str(row.get("aclass_base") or "currency"),
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> PairMetadata:
+        """Metadata rebuilt from a ``pairs`` table row (``to_row``'s columns), e.g. the stored
+        snapshot when ``AssetPairs`` cannot be fetched. Decimals lose the store's trailing zeros
+        (``0.100000000000000000`` -> ``0.1``). The table keeps no leverage, asset ids or cost
+        decimals: leverage reads as none, ids as the asset codes, cost decimals as the price
+        decimals. ``ValueError`` for a row without ``canonical`` or with malformed numbers."""
+        canonical = str(row.get("canonical") or "").strip().upper()
+        if not canonical:
+            raise ValueError("pairs row without canonical")
+        base = str(row.get("base") or "")
+        quote = str(row.get("quote") or "")
+        price_decimals = _int(row.get("price_decimals"))
+        volume_decimals = _int(row.get("volume_decimals"))
+
+        def tidy(value: Any) -> Decimal | None:
+            number = _dec(value)
+            return None if number is None else Decimal(format(number.normalize(), "f"))
+
+        lot_size = tidy(row.get("lot_size"))
+        tick_size = tidy(row.get("tick_size"))
+        return cls(
+            canonical=canonical,
+            base=base,
+            quote=quote,
+            base_id=base,
+            quote_id=quote,
+            rest_symbol=str(row.get("rest_symbol") or canonical),
+            ws_symbol=str(row.get("ws_symbol") or canonical),
+            wsname=str(row.get("wsname") or ""),
+            raw_name=str(row.get("raw_name") or canonical),
+            price_decimals=price_decimals,
+            volume_decimals=volume_decimals,
+            cost_decimals=price_decimals,
+            lot_size=lot_size if lot_size is not None else Decimal(1).scaleb(-volume_decimals),
+            ordermin=tidy(row.get("ordermin")),
+            costmin=tidy(row.get("costmin")),
+            tick_size=tick_size if tick_size is not None else Decimal(1).scaleb(-price_decimals),
+            status=str(row.get("status") or "online"),
         )
 
     def to_row(self, updated_at: datetime | None = None) -> dict[str, Any]:
@@ -537,17 +585,33 @@ def estimate_24h_volume_usd(
     return out
 
 
+def apply_region(
+    pairs: Mapping[str, PairMetadata], region: RegionProfile
+) -> dict[str, PairMetadata]:
+    """Every pair with ``margin_available`` set for ``region``: true only where the pair offers
+    leverage and the region ``supports_margin``. Same keys and order as ``pairs``."""
+    out: dict[str, PairMetadata] = {}
+    for canonical, meta in pairs.items():
+        available = meta.margin and region.supports_margin
+        out[canonical] = (meta if meta.margin_available == available
+                          else replace(meta, margin_available=available))
+    return out
+
+
 def build_universe(
     pairs: Mapping[str, PairMetadata],
     region: RegionProfile,
     settings: UniverseSettings,
     tickers: Mapping[str, Any] | None = None,
 ) -> list[PairMetadata]:
-    """The spot universe: deduplicated, sorted by canonical name.
+    """The spot universe: deduplicated, sorted by canonical name, ``margin_available`` set for
+    the region (``apply_region``).
 
     1. Base set: pairs whose quote is the region's ``default_quote`` (``USD`` / ``ZUSD``), with
-       ``status == "online"``, and — unless the region ``supports_margin`` — no leverage
-       (``leverage_buy`` and ``leverage_sell`` empty).
+       ``status == "online"``. A pair that offers leverage is a spot pair too (Kraken has no
+       margin-only pairs): it stays, and where the region does not support margin its leverage
+       is simply never used. ``settings.exclude_leveraged_pairs`` drops every pair that offers
+       leverage instead, whatever the region.
     2. Liquidity floor (when ``settings.min_24h_volume_usd`` > 0): base pairs whose
        ``estimate_24h_volume_usd`` is below it, or cannot be estimated (no ticker row), are
        dropped. ``tickers`` is then required (``ValueError`` without it).
@@ -556,6 +620,7 @@ def build_universe(
        names that do not exist are ignored with a warning.
     4. ``exclude_pairs`` (any spelling) are removed; a pair in both lists is excluded.
     """
+    pairs = apply_region(pairs, region)
     resolver = PairResolver(pairs)
     quote = _v1(region.default_quote)
     quote_id = region.default_quote.strip().upper()
@@ -566,7 +631,7 @@ def build_universe(
             continue
         if meta.status != "online":
             continue
-        if meta.margin and not region.supports_margin:
+        if meta.margin and settings.exclude_leveraged_pairs:
             continue
         chosen[canonical] = meta
 
@@ -659,7 +724,7 @@ class Universe:
         assets: Mapping[str, Any] | None = None,
     ) -> list[PairMetadata]:
         """Replace the universe with one built from already-fetched results."""
-        all_pairs = parse_asset_pairs(asset_pairs, assets)
+        all_pairs = apply_region(parse_asset_pairs(asset_pairs, assets), self.region)
         chosen = build_universe(all_pairs, self.region, self.settings, tickers)
         self._state = _Snapshot(all_pairs, tuple(chosen), PairResolver(all_pairs),
                                 frozenset(m.canonical for m in chosen))

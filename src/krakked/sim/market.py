@@ -118,8 +118,9 @@ class SimPair:
 
     @property
     def tick_size(self) -> str:
-        """One unit of the last price decimal (Kraken's ``tick_size``)."""
-        return str(Decimal(1).scaleb(-self.pair_decimals))
+        """One unit of the last price decimal (Kraken's ``tick_size``), a plain decimal string
+        as Kraken sends it (``0.0000000001``, never ``1E-10``)."""
+        return format(Decimal(1).scaleb(-self.pair_decimals), "f")
 
     @property
     def legacy(self) -> bool:

@@ -26,7 +26,12 @@ from krakked.errors import (
     UnknownPairError,
 )
 from krakked.kraken.futures import FuturesClient
-from krakked.kraken.http import RetryPolicy, classify_futures_error, classify_spot_errors
+from krakked.kraken.http import (
+    ClientStats,
+    RetryPolicy,
+    classify_futures_error,
+    classify_spot_errors,
+)
 from krakked.kraken.limits import FuturesLimiter, PublicLimiter, SpotCounterLimiter
 from krakked.kraken.spot import SpotClient
 from tests.fakes import FUT_KEY, FUT_SECRET, SPOT_KEY, SPOT_SECRET, FakeClock, FakeKraken
@@ -368,6 +373,37 @@ def test_fifteen_starter_calls_pass_then_the_sixteenth_waits(settings, kraken, c
     assert sum(clock.sleeps) == 0
     client.get_balance()
     assert sum(clock.sleeps) == pytest.approx(1 / 0.33, rel=0.01)
+
+
+def test_waits_of_the_clients_own_limiters_are_counted_apart_from_krakens_answers(
+    settings, kraken, clock
+) -> None:
+    client = make_spot(settings, kraken, clock)
+    for _ in range(17):
+        client.get_balance()
+    stats = client.stats.to_dict()
+    assert stats["rate_limit_waits"] == 2  # the 16th and 17th calls waited, the first 15 not
+    assert stats["rate_limit_wait_seconds"] == pytest.approx(sum(clock.sleeps), abs=0.001)
+    assert stats["rate_limit_wait_seconds"] == pytest.approx(2 * (1 / 0.33 + 0.02), abs=0.05)
+    assert stats["rate_limited"] == 0  # Kraken never had to say so
+    assert isinstance(client.stats, ClientStats)
+
+    fclient = make_futures(settings, kraken, clock)
+    for _ in range(101):  # the history pool holds 100 tokens
+        fclient.get_executions()
+    assert fclient.stats.rate_limit_waits == 1
+    assert fclient.stats.rate_limit_wait_seconds == pytest.approx(6.0, abs=0.05)
+
+
+def test_a_rate_limit_answer_counts_once_and_its_wait_on_the_limiter_too(
+    settings, kraken, clock
+) -> None:
+    kraken.fault("Balance", (200, {"error": ["EAPI:Rate limit exceeded"]}))
+    client = make_spot(settings, kraken, clock)
+    client.get_balance()
+    assert client.stats.rate_limited == 1
+    assert client.stats.rate_limit_waits == 1  # the retry waited for the penalized counter
+    assert client.stats.rate_limit_wait_seconds >= 3.0
 
 
 def test_nonces_persist_across_clients_of_the_same_key(settings, kraken, clock) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from krakked.errors import ConfigError, InvalidRequestError
 from krakked.kraken.limits import (
     FUTURES_COSTS,
+    SPOT_PENALTY_UNITS,
     SPOT_SAFETY_SECONDS,
     SPOT_TIERS,
     FuturesLimiter,
@@ -153,6 +154,16 @@ def test_settle_never_credits_more_than_the_calls_cost_or_above_the_maximum() ->
     assert limiter.counter == pytest.approx(1)
     limiter.settle(sent_at)  # uncapped credit is still capped at the maximum
     assert limiter.counter == pytest.approx(15)
+
+
+def test_settle_never_lowers_a_counter_penalized_above_the_maximum() -> None:
+    limiter, clock = spot()
+    sent_at = limiter.now()
+    limiter.acquire("Balance")
+    clock.advance(1.0)
+    limiter.penalize()  # another client of the key was told "EAPI:Rate limit exceeded"
+    limiter.settle(sent_at)
+    assert limiter.counter == pytest.approx(15 + SPOT_PENALTY_UNITS)
 
 
 def test_penalize_after_rate_limit_exceeded_forces_a_real_wait() -> None:

@@ -3,7 +3,9 @@
 The signers are pure functions of their inputs and sign exactly the bytes they are given, so a
 client encodes its parameters once (``encode_form``) and sends the same string it signed. The nonce
 source is the one piece of process-wide state: one strictly increasing generator per API key,
-optionally persisted so restarts and other processes on the same machine never go backwards.
+optionally persisted so restarts and other processes on the same machine never go backwards. The
+key's state files (its nonce high-water mark here, its rate-limit state in ``limits``) are named by
+a hash of the key and guarded by one file lock (``key_state_lock``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -31,6 +34,9 @@ __all__ = [
     "encode_form",
     "futures_signature",
     "key_lock",
+    "key_state_lock",
+    "key_state_lock_file",
+    "limits_state_file",
     "nonce_source_for",
     "nonce_state_file",
     "spot_signature",
@@ -87,7 +93,6 @@ class NonceSource:
         self._clock_ns = clock_ns
         self._last = 0
         self._lock = threading.Lock()
-        self._dir_ready = False
 
     @property
     def last(self) -> int:
@@ -105,20 +110,12 @@ class NonceSource:
     # --- persistence -------------------------------------------------------------------------
 
     def _next_persisted(self, path: Path) -> int:
-        if not self._dir_ready:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._dir_ready = True
-        lock_path = path.with_name(path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with key_state_lock(key_state_lock_file(path)):
             stored = self._read_last(path)
             value = max(self._scaled(self._clock_ns()), self._last + 1, stored + 1)
             self._write(path, value)
             self._last = value
             return value
-        finally:
-            os.close(fd)  # closing releases the flock
 
     def _read_last(self, path: Path) -> int:
         """The last nonce recorded in ``path`` (0 if absent); refuses a larger recorded scale."""
@@ -162,6 +159,34 @@ def _key_id(api_key: str) -> str:
 def nonce_state_file(nonce_dir: Path, api_key: str) -> Path:
     """The nonce state file for ``api_key`` in ``nonce_dir``, named by a hash (never the key)."""
     return nonce_dir / f"{_key_id(api_key)[:16]}.json"
+
+
+def limits_state_file(nonce_dir: Path, api_key: str) -> Path:
+    """The rate-limit state file for ``api_key``, beside its nonce state and named by the same
+    hash (never the key); it is guarded by the same lock (``key_state_lock_file``)."""
+    return nonce_dir / f"{_key_id(api_key)[:16]}.limits.json"
+
+
+def key_state_lock_file(nonce_file: Path) -> Path:
+    """The lock file guarding every state file of the key whose nonce state is ``nonce_file``."""
+    return nonce_file.with_name(nonce_file.name + ".lock")
+
+
+@contextmanager
+def key_state_lock(lock_file: Path) -> Iterator[None]:
+    """Hold the exclusive ``flock`` on ``lock_file`` (created private, with its directory).
+
+    Every process on this machine, and every thread of this one, waits here for the others, so a
+    read-modify-write of a key's state inside the block is atomic. Never nest two of them for one
+    key: ``flock`` locks of two descriptors conflict even within one process.
+    """
+    lock_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 _registry_lock = threading.Lock()

@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,21 +30,24 @@ from krakked.kraken.http import (
     classify_status,
     parse_json,
 )
-from krakked.kraken.limits import FuturesLimiter
+from krakked.kraken.limits import FuturesLimiter, LimiterState
 
 __all__ = ["FuturesClient"]
 
 _registry_lock = threading.Lock()
-_limiters: dict[str, FuturesLimiter] = {}
+_limiters: dict[tuple[str, str], FuturesLimiter] = {}
 
 
-def _shared_limiter(key: str | None) -> FuturesLimiter:
-    """One budget per Futures key in this process (Kraken budgets per key)."""
-    ident = hashlib.sha256((key or "").encode()).hexdigest()
+def _shared_limiter(key: str | None, state_dir: Path | None) -> FuturesLimiter:
+    """One budget per Futures key in this process (Kraken budgets per key); with a key and
+    ``state_dir`` (the nonce directory) also shared with the key's other processes."""
+    directory = state_dir.expanduser().absolute() if state_dir is not None and key else None
+    ident = (hashlib.sha256((key or "").encode()).hexdigest(), str(directory or ""))
     with _registry_lock:
         limiter = _limiters.get(ident)
         if limiter is None:
-            limiter = _limiters[ident] = FuturesLimiter()
+            state = LimiterState.for_key(directory, key) if directory is not None and key else None
+            limiter = _limiters[ident] = FuturesLimiter(state=state)
         return limiter
 
 
@@ -94,8 +98,13 @@ class FuturesClient:
             sleep=sleep,
             rng=rng,
         )
-        self.limiter = limiter or _shared_limiter(credentials.api_key if credentials else None)
         self._persist_nonce = persist_nonce
+        # Kraken budgets per key: shared by the key's clients here and, unless
+        # ``persist_nonce=False``, by its processes on this machine (beside its nonce state).
+        self.limiter = limiter or _shared_limiter(
+            credentials.api_key if credentials else None,
+            self.settings.paths.nonce_dir if persist_nonce else None,
+        )
 
     @property
     def stats(self):
@@ -169,11 +178,12 @@ class FuturesClient:
         is_history = path.startswith("/api/history/")
         name = path.rstrip("/").rsplit("/", 1)[-1]
 
-        def before() -> None:
+        def before() -> float:
             if is_history:
-                self.limiter.acquire_history(name, (params or {}).get("count"))
-            elif private:
-                self.limiter.acquire_derivatives(name)
+                return self.limiter.acquire_history(name, (params or {}).get("count"))
+            if private:
+                return self.limiter.acquire_derivatives(name)
+            return 0.0
 
         def on_rate_limit(exc: Any) -> None:
             seconds = exc.retry_after if exc.retry_after is not None else 10.0

@@ -48,6 +48,7 @@ __all__ = [
     "SPOT_ERRORS",
     "USER_AGENT",
     "CallStats",
+    "ClientStats",
     "HttpCore",
     "Retry",
     "RetryPolicy",
@@ -247,7 +248,13 @@ class RetryPolicy:
 
 @dataclass
 class CallStats:
-    """Counters a run reports: requests sent, retries by kind, rate-limit waits, failures."""
+    """Counters a run reports: requests sent, retries by kind, rate-limit waits, failures.
+
+    ``rate_limited`` counts Kraken's rate-limit answers; ``rate_limit_waits`` counts the attempts
+    the client's own limiters held back (any wait > 0) so that Kraken had no reason to answer
+    so, and ``rate_limit_wait_seconds`` is the time they waited in all. ``waited_seconds`` is
+    the time slept between retries.
+    """
 
     requests: int = 0
     retries: int = 0
@@ -255,9 +262,18 @@ class CallStats:
     nonce_retries: int = 0
     failures: int = 0
     waited_seconds: float = 0.0
+    rate_limit_waits: int = 0
+    rate_limit_wait_seconds: float = 0.0
     by_error: dict[str, int] = field(default_factory=dict)
 
+    def record_limiter_wait(self, seconds: float | None) -> None:
+        """Count a limiter's wait before an attempt (nothing if it did not wait)."""
+        if seconds is not None and seconds > 0:
+            self.rate_limit_waits += 1
+            self.rate_limit_wait_seconds += seconds
+
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (seconds rounded to the millisecond)."""
         return {
             "requests": self.requests,
             "retries": self.retries,
@@ -265,8 +281,14 @@ class CallStats:
             "nonce_retries": self.nonce_retries,
             "failures": self.failures,
             "waited_seconds": round(self.waited_seconds, 3),
+            "rate_limit_waits": self.rate_limit_waits,
+            "rate_limit_wait_seconds": round(self.rate_limit_wait_seconds, 3),
             "by_error": dict(self.by_error),
         }
+
+
+ClientStats = CallStats
+"""The name run reports know the client's ``stats`` by."""
 
 
 class HttpCore:
@@ -306,16 +328,16 @@ class HttpCore:
         interpret: Callable[[httpx.Response], Any],
         *,
         lock: AbstractContextManager[Any] | None = None,
-        before_send: Callable[[], None] | None = None,
+        before_send: Callable[[], float | None] | None = None,
         after_send: Callable[[], None] | None = None,
         on_rate_limit: Callable[[RateLimitError], None] | None = None,
     ) -> Any:
         """Send the request ``build`` makes and return what ``interpret`` makes of the response.
 
         ``build`` is called for every attempt (so it signs with a fresh nonce); ``lock`` is held
-        from build to response (serializing a key's nonces); ``before_send`` waits on limiters;
-        ``after_send`` settles them once the response is in; ``on_rate_limit`` tells them Kraken
-        said stop.
+        from build to response (serializing a key's nonces); ``before_send`` waits on limiters
+        and returns the seconds it waited (counted in ``stats``); ``after_send`` settles them
+        once the response is in; ``on_rate_limit`` tells them Kraken said stop.
         """
         nonce_failures = 0
 
@@ -378,12 +400,12 @@ class HttpCore:
         build: Callable[[httpx.Client], httpx.Request],
         interpret: Callable[[httpx.Response], Any],
         lock: AbstractContextManager[Any] | None,
-        before_send: Callable[[], None] | None,
+        before_send: Callable[[], float | None] | None,
         after_send: Callable[[], None] | None,
     ) -> Any:
         with lock if lock is not None else nullcontext():
             if before_send is not None:
-                before_send()
+                self.stats.record_limiter_wait(before_send())
             request = build(self._client)
             self.stats.requests += 1
             try:

@@ -15,16 +15,36 @@ Kraken's facts that are UNCONFIRMED, and therefore configurable rather than hard
   calling"): the limiter waits for the counter to decay from its maximum plus one extra unit;
 * the cost of Futures history ``positions`` and public ``market/*`` calls (assumed 1) and of
   Futures endpoints missing from Kraken's table (assumed 10).
+
+Kraken counts per key, not per process. With a ``LimiterState`` (the key's state file beside its
+nonce state, under the same file lock) the Spot counter and the Futures budgets are shared by
+every process on this machine using the key: each reservation re-reads the file, merges it in,
+and writes the result back under the lock, so a second process starts from the decayed value
+the first one left and two concurrent ones spend from one budget. Times in the file are wall
+clock (monotonic clocks do not survive a process); a wall clock that went backwards credits no
+decay, and an unreadable file is taken as a spent budget (logged once), never as a crash.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
 
 from krakked.errors import ConfigError, InvalidRequestError
+from krakked.kraken.auth import (
+    key_state_lock,
+    key_state_lock_file,
+    limits_state_file,
+    nonce_state_file,
+)
 
 __all__ = [
     "ACCOUNT_LOG_COSTS",
@@ -37,6 +57,7 @@ __all__ = [
     "SPOT_PENALTY_UNITS",
     "SPOT_TIERS",
     "FuturesLimiter",
+    "LimiterState",
     "PublicLimiter",
     "SpotCounterLimiter",
     "TokenBucket",
@@ -44,12 +65,166 @@ __all__ = [
     "history_cost",
 ]
 
+log = logging.getLogger("krakked.kraken.limits")
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 
 # A wait shorter than this is float noise (a clock at Unix-epoch magnitude resolves ~0.2 µs),
 # not a real wait: sleeping it might not even move the clock.
 _EPSILON = 1e-6
+
+# --- per-key state shared across processes ---------------------------------------------------
+
+STATE_VERSION = 1
+"""Version of the limits state file; any other is read as unreadable (a spent budget)."""
+
+MAX_PERSISTED_BLOCK_SECONDS = 3600.0
+"""A persisted block is capped at this (an hour), so a damaged file never blocks forever."""
+
+_T = TypeVar("_T")
+
+
+class _Snapshot:
+    """The state file's sections as read under the lock, and the wall time they were read at."""
+
+    def __init__(self, state: LimiterState, now: float, sections: dict[str, Any],
+                 readable: bool) -> None:
+        self.state = state
+        self.now = now
+        self.sections = sections
+        self.readable = readable
+        self.changed = False
+
+    def load(self, name: str, parse: Callable[[Mapping[str, Any], float], _T],
+             spent: Callable[[], _T]) -> _T | None:
+        """Section ``name`` parsed as of now; None if nothing is saved. If the file or the
+        section cannot be read: ``spent()`` (and a warning) the first time, None after that —
+        the budget assumed spent then decays in memory instead of being refilled forever."""
+        if self.readable and name not in self.sections:
+            return None
+        section = self.sections.get(name)
+        if self.readable and isinstance(section, Mapping):
+            try:
+                return parse(section, self.now)
+            except (KeyError, TypeError, ValueError):
+                pass
+        if self.state.warn_once(name, "is unreadable; assuming the budget is spent"):
+            return spent()
+        return None
+
+    def put(self, name: str, section: dict[str, float]) -> None:
+        self.sections[name] = section
+        self.changed = True
+
+
+class LimiterState:
+    """One API key's rate-limit state on disk: ``path`` (JSON, private), read and written under
+    the file lock ``lock_file`` that also guards the key's nonce state.
+
+    The file holds only numbers — a budget's level, the wall time it was observed, the seconds
+    of block left — so it never contains the key or its secret; ``for_key`` names it by a hash.
+    Disk trouble never fails a call: an unreadable file is taken as a spent budget, a file that
+    cannot be locked or written leaves the limiter in memory only (each logged once).
+    """
+
+    def __init__(self, path: Path, lock_file: Path, *, wall_clock: Clock = time.time) -> None:
+        self.path = path
+        self.lock_file = lock_file
+        self.wall_clock = wall_clock
+        self._warned: set[str] = set()
+        self._warn_lock = threading.Lock()
+        self._in_memory = False  # set once the file could not be locked or written
+
+    @classmethod
+    def for_key(cls, state_dir: Path, api_key: str, *, wall_clock: Clock = time.time
+                ) -> LimiterState:
+        """The state of ``api_key`` in ``state_dir`` (krakked's nonce directory): beside the
+        key's nonce state, under the same lock, named by the same hash."""
+        return cls(limits_state_file(state_dir, api_key),
+                   key_state_lock_file(nonce_state_file(state_dir, api_key)),
+                   wall_clock=wall_clock)
+
+    def warn_once(self, what: str, problem: str) -> bool:
+        """Log ``problem`` with ``what`` once for this state file; True the first time."""
+        with self._warn_lock:
+            if what in self._warned:
+                return False
+            self._warned.add(what)
+        log.warning("%s: rate-limit state %r %s", self.path, what, problem)
+        return True
+
+    @property
+    def in_memory(self) -> bool:
+        """True once the file could not be locked or written: limits stay in this process."""
+        return self._in_memory
+
+    def _give_up(self, what: str, exc: OSError) -> None:
+        self._in_memory = True
+        self.warn_once(what, f"cannot be {what} ({exc.strerror or exc}); "
+                             "rate limits are kept in this process only")
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Snapshot]:
+        """Hold the key's file lock and yield the state read under it; sections ``put`` in the
+        block are written back (atomically) before the lock is released."""
+        with ExitStack() as stack:
+            locked = False
+            if not self._in_memory:
+                try:
+                    stack.enter_context(key_state_lock(self.lock_file))
+                    locked = True
+                except OSError as exc:
+                    self._give_up("locked", exc)
+            snapshot = (self._read() if locked
+                        else _Snapshot(self, self.wall_clock(), {}, readable=True))
+            yield snapshot
+            if locked and snapshot.changed:
+                self._write(snapshot.sections)
+
+    def _read(self) -> _Snapshot:
+        now = self.wall_clock()
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return _Snapshot(self, now, {}, readable=True)
+        except OSError:
+            return _Snapshot(self, now, {}, readable=False)
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            return _Snapshot(self, now, {}, readable=False)
+        sections = {k: v for k, v in data.items() if k != "version"}
+        return _Snapshot(self, now, sections, readable=True)
+
+    def _write(self, sections: dict[str, Any]) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"version": STATE_VERSION, **sections}, fh)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            self._give_up("written", exc)
+
+
+def _number(section: Mapping[str, Any], name: str) -> float:
+    value = section[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(name)
+    return float(value)
+
+
+def _elapsed_and_block(section: Mapping[str, Any], now: float) -> tuple[float, float]:
+    """(wall seconds since ``section`` was written, never negative; the block it had left then)."""
+    at, blocked_for = _number(section, "at"), _number(section, "blocked_for")
+    if blocked_for < 0:
+        raise ValueError("blocked_for")
+    # A wall clock that went backwards credits no decay or refill: never less conservative.
+    return max(0.0, now - at), min(blocked_for, MAX_PERSISTED_BLOCK_SECONDS)
+
 
 # --- Spot private: the per-key call counter (rest.md §6) -------------------------------------
 
@@ -83,13 +258,18 @@ SPOT_PENALTY_UNITS = 1.0
 """Units added above the maximum after ``EAPI:Rate limit exceeded`` (3 s more on Starter)."""
 
 
+SPOT_SECTION = "spot_counter"
+"""The Spot counter's section in a key's limits state file."""
+
+
 class SpotCounterLimiter:
     """Kraken Spot's per-key REST call counter: each call adds its cost, the counter decays
     continuously at the tier's rate, and a call is made only when counter + cost <= maximum.
 
-    Share one instance per API key. After the response arrives call ``settle(sent_at)``; after
-    ``EAPI:Rate limit exceeded`` call ``penalize()``; after ``EService:Throttled: <ts>`` call
-    ``block_for(ts - now)``.
+    Share one instance per API key; with ``state`` the counter is also shared with every other
+    process using the key (see the module docstring). After the response arrives call
+    ``settle(sent_at)``; after ``EAPI:Rate limit exceeded`` call ``penalize()``; after
+    ``EService:Throttled: <ts>`` call ``block_for(ts - now)``.
     """
 
     def __init__(
@@ -99,6 +279,7 @@ class SpotCounterLimiter:
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
+        state: LimiterState | None = None,
     ) -> None:
         if tier not in SPOT_TIERS:
             raise ConfigError(f"unknown tier {tier!r}; expected one of {', '.join(SPOT_TIERS)}")
@@ -106,6 +287,7 @@ class SpotCounterLimiter:
         self.max_counter, self.decay_per_second = SPOT_TIERS[tier]
         self.costs: dict[str, int] = {**DEFAULT_SPOT_COSTS, **(costs or {})}
         self.clock = clock
+        self.state = state
         self._sleep = sleep
         self._lock = threading.Lock()
         self._counter = 0.0
@@ -135,17 +317,56 @@ class SpotCounterLimiter:
             wait += SPOT_SAFETY_SECONDS
         return max(wait, self._blocked_until - now)
 
+    # --- the state shared with other processes -------------------------------------------------
+
+    def _parse_saved(self, section: Mapping[str, Any], now: float) -> tuple[float, float]:
+        """A saved section -> (counter now, block left now)."""
+        counter = _number(section, "counter")
+        if counter < 0:
+            raise ValueError("counter")
+        elapsed, blocked_for = _elapsed_and_block(section, now)
+        counter = min(counter, self.max_counter + SPOT_PENALTY_UNITS)
+        return (max(0.0, counter - self.decay_per_second * elapsed),
+                max(0.0, blocked_for - elapsed))
+
+    def _spent(self) -> tuple[float, float]:
+        return float(self.max_counter), 0.0
+
+    @contextmanager
+    def _synced(self) -> Iterator[float]:
+        """Hold the lock (and the key's file lock when shared) with the counter decayed to now
+        and merged with what other processes saved; yield now; save the result."""
+        with self._lock:
+            if self.state is None:
+                yield self._decay()
+                return
+            with self.state.transaction() as snapshot:
+                now = self._decay()
+                saved = snapshot.load(SPOT_SECTION, self._parse_saved, self._spent)
+                if saved is not None:
+                    # Every process's calls are in the file; ours are too, unless the file was
+                    # lost: the larger of the two is the counter Kraken may have.
+                    self._counter = max(self._counter, saved[0])
+                    self._blocked_until = max(self._blocked_until, now + saved[1])
+                yield now
+                # Saved every time: it also repairs a file that could not be read.
+                snapshot.put(SPOT_SECTION, {
+                    "counter": self._counter,
+                    "at": snapshot.now,
+                    "blocked_for": max(0.0, self._blocked_until - now),
+                })
+
+    # --- the limiter ---------------------------------------------------------------------------
+
     @property
     def counter(self) -> float:
         """The counter as Kraken would see it now (after decay)."""
-        with self._lock:
-            self._decay()
+        with self._synced():
             return self._counter
 
     def wait_time(self, cost: float) -> float:
         """Seconds until a call costing ``cost`` fits under the maximum (0 if it fits now)."""
-        with self._lock:
-            now = self._decay()
+        with self._synced() as now:
             return self._wait(cost, now)
 
     def acquire(self, endpoint: str) -> float:
@@ -155,8 +376,7 @@ class SpotCounterLimiter:
             return 0.0
         waited = 0.0
         while True:
-            with self._lock:
-                now = self._decay()
+            with self._synced() as now:
                 wait = self._wait(cost, now)
                 if wait <= _EPSILON:
                     self._counter += cost
@@ -170,30 +390,27 @@ class SpotCounterLimiter:
         Kraken counted the call somewhere between ``sent_at`` and now, so the decay credited to
         it meanwhile is taken back (at most ``cost``, when given), never above the maximum.
         """
-        with self._lock:
-            now = self._decay()
+        with self._synced() as now:
             credit = self.decay_per_second * max(0.0, now - sent_at)
             if cost is not None:
                 credit = min(credit, cost)
-            self._counter = min(float(self.max_counter), self._counter + credit)
+            self._counter = max(self._counter,
+                                min(float(self.max_counter), self._counter + credit))
 
     def penalize(self) -> None:
         """Kraken said ``EAPI:Rate limit exceeded``: assume its counter is full, plus
         ``SPOT_PENALTY_UNITS``, so the next call waits for real decay."""
-        with self._lock:
-            self._decay()
+        with self._synced():
             self._counter = max(self._counter, self.max_counter + SPOT_PENALTY_UNITS)
 
     def block_for(self, seconds: float) -> None:
         """Forbid every call for ``seconds`` (``EService:Throttled: <ts>``)."""
-        with self._lock:
-            now = self._decay()
+        with self._synced() as now:
             self._blocked_until = max(self._blocked_until, now + seconds)
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready view for status output."""
-        with self._lock:
-            now = self._decay()
+        with self._synced() as now:
             return {
                 "tier": self.tier,
                 "max_counter": self.max_counter,
@@ -210,7 +427,8 @@ class TokenBucket:
     """A bucket of ``capacity`` tokens refilled at ``refill_per_second``; starts full.
 
     A cost above the capacity is allowed once the bucket is full (the balance goes negative and
-    later calls wait for it to refill), so no cost can deadlock.
+    later calls wait for it to refill), so no cost can deadlock. With ``state`` (and a
+    ``section`` name) the bucket is shared with every process using the same state file.
     """
 
     def __init__(
@@ -220,12 +438,16 @@ class TokenBucket:
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
+        state: LimiterState | None = None,
+        section: str = "bucket",
     ) -> None:
         if capacity <= 0 or refill_per_second <= 0:
             raise ConfigError("a token bucket needs capacity > 0 and refill_per_second > 0")
         self.capacity = float(capacity)
         self.refill_per_second = float(refill_per_second)
         self.clock = clock
+        self.state = state
+        self.section = section
         self._sleep = sleep
         self._lock = threading.Lock()
         self._tokens = self.capacity
@@ -248,22 +470,58 @@ class TokenBucket:
         # few ms before Kraken does never runs ahead of Kraken's own bucket.
         return wait + TOKEN_SAFETY_SECONDS if wait > _EPSILON else wait
 
+    # --- the state shared with other processes -------------------------------------------------
+
+    def _parse_saved(self, section: Mapping[str, Any], now: float) -> tuple[float, float]:
+        """A saved section -> (tokens now, block left now)."""
+        tokens = min(self.capacity, max(-self.capacity, _number(section, "tokens")))
+        elapsed, blocked_for = _elapsed_and_block(section, now)
+        refilled = self.refill_per_second * max(0.0, elapsed - blocked_for)
+        return min(self.capacity, tokens + refilled), max(0.0, blocked_for - elapsed)
+
+    @staticmethod
+    def _spent() -> tuple[float, float]:
+        return 0.0, 0.0
+
+    @contextmanager
+    def _synced(self) -> Iterator[float]:
+        """Hold the lock (and the key's file lock when shared) with the bucket refilled to now
+        and merged with what other processes saved; yield now; save the result."""
+        with self._lock:
+            if self.state is None:
+                yield self._refill()
+                return
+            with self.state.transaction() as snapshot:
+                now = self._refill()
+                saved = snapshot.load(self.section, self._parse_saved, self._spent)
+                if saved is not None:
+                    # Every process's takings are in the file: the fewer tokens, the truer.
+                    self._tokens = min(self._tokens, saved[0])
+                    self._blocked_until = max(self._blocked_until, now + saved[1])
+                yield now
+                snapshot.put(self.section, {
+                    "tokens": self._tokens,
+                    "at": snapshot.now,
+                    "blocked_for": max(0.0, self._blocked_until - now),
+                })
+
+    # --- the bucket ----------------------------------------------------------------------------
+
     @property
     def available(self) -> float:
         """Tokens available now (0 while blocked, negative after an oversized cost)."""
-        with self._lock:
-            now = self._refill()
+        with self._synced() as now:
             return 0.0 if now < self._blocked_until else self._tokens
 
     def wait_time(self, cost: float = 1) -> float:
         """Seconds until ``cost`` tokens can be taken (0 if now)."""
-        with self._lock:
-            return self._wait(cost, self._refill())
+        with self._synced() as now:
+            return self._wait(cost, now)
 
     def _try_take(self, cost: float) -> float:
         """Take ``cost`` and return 0 if it is there now, else take nothing and return the wait."""
-        with self._lock:
-            wait = self._wait(cost, self._refill())
+        with self._synced() as now:
+            wait = self._wait(cost, now)
             if wait <= _EPSILON:
                 self._tokens -= cost
                 return 0.0
@@ -283,8 +541,7 @@ class TokenBucket:
         """Refuse tokens until ``seconds`` from now (HTTP 429 ``rate-limit-reset``,
         ``EService:Throttled``), then allow one call of ``cost`` at once — Kraken's reset says
         when a same-cost request is accepted; refilling restarts after that."""
-        with self._lock:
-            now = self._refill()
+        with self._synced() as now:
             # The rejected call's tokens were already taken; Kraken will accept it again at the
             # reset, so exactly its cost is there then.
             self._tokens = max(0.0, min(cost, self.capacity))
@@ -292,8 +549,7 @@ class TokenBucket:
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready view for status output."""
-        with self._lock:
-            now = self._refill()
+        with self._synced() as now:
             return {
                 "capacity": self.capacity,
                 "refill_per_second": self.refill_per_second,
@@ -471,9 +727,15 @@ def history_cost(endpoint: str, count: int | None = None) -> int:
     return HISTORY_COSTS.get(name, HISTORY_COSTS.get(name.split("/", 1)[0], 1))
 
 
+FUTURES_DERIVATIVES_SECTION = "futures_derivatives"
+FUTURES_HISTORY_SECTION = "futures_history"
+"""The Futures budgets' sections in a key's limits state file."""
+
+
 class FuturesLimiter:
     """Kraken Futures' two budgets for one key: 500 cost units per 10 s for ``/derivatives``
-    endpoints, and a separate pool of 100 history tokens refilling at 100 per 10 minutes."""
+    endpoints, and a separate pool of 100 history tokens refilling at 100 per 10 minutes.
+    With ``state`` both are shared with every process using the key."""
 
     def __init__(
         self,
@@ -484,11 +746,14 @@ class FuturesLimiter:
         history_per_second: float = 100 / 600,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
+        state: LimiterState | None = None,
     ) -> None:
         self.derivatives = TokenBucket(
-            derivatives_capacity, derivatives_per_second, clock=clock, sleep=sleep
+            derivatives_capacity, derivatives_per_second, clock=clock, sleep=sleep,
+            state=state, section=FUTURES_DERIVATIVES_SECTION,
         )
-        self.history = TokenBucket(history_capacity, history_per_second, clock=clock, sleep=sleep)
+        self.history = TokenBucket(history_capacity, history_per_second, clock=clock, sleep=sleep,
+                                   state=state, section=FUTURES_HISTORY_SECTION)
 
     def acquire_derivatives(
         self,

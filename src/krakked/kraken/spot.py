@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +29,7 @@ from krakked.kraken.http import (
     classify_status,
     parse_json,
 )
-from krakked.kraken.limits import PublicLimiter, SpotCounterLimiter
+from krakked.kraken.limits import LimiterState, PublicLimiter, SpotCounterLimiter
 
 __all__ = ["PRIVATE_ENDPOINTS", "PUBLIC_ENDPOINTS", "SpotClient"]
 
@@ -39,18 +40,22 @@ PRIVATE_ENDPOINTS = ("Balance", "BalanceEx", "TradesHistory", "Ledgers", "Closed
                      "DepositStatus", "WithdrawStatus")
 
 _registry_lock = threading.Lock()
-_counter_limiters: dict[tuple[str, str, str], SpotCounterLimiter] = {}
+_counter_limiters: dict[tuple[str, str, str, str], SpotCounterLimiter] = {}
 _public_limiters: dict[str, PublicLimiter] = {}
 
 
-def _shared_counter(key: str, settings: Settings) -> SpotCounterLimiter:
-    """One call counter per API key in this process (Kraken counts per key)."""
+def _shared_counter(key: str, settings: Settings, state_dir: Path | None) -> SpotCounterLimiter:
+    """One call counter per API key in this process (Kraken counts per key); with
+    ``state_dir`` (the nonce directory) also shared with the key's other processes."""
+    directory = state_dir.expanduser().absolute() if state_dir is not None else None
     ident = (hashlib.sha256(key.encode()).hexdigest(), settings.limits.tier,
-             repr(sorted(settings.limits.spot_costs.items())))
+             repr(sorted(settings.limits.spot_costs.items())), str(directory or ""))
     with _registry_lock:
         limiter = _counter_limiters.get(ident)
         if limiter is None:
-            limiter = SpotCounterLimiter(settings.limits.tier, settings.limits.spot_costs or None)
+            state = LimiterState.for_key(directory, key) if directory is not None else None
+            limiter = SpotCounterLimiter(settings.limits.tier, settings.limits.spot_costs or None,
+                                         state=state)
             _counter_limiters[ident] = limiter
         return limiter
 
@@ -110,10 +115,13 @@ class SpotClient:
 
     @property
     def limiter(self) -> SpotCounterLimiter:
-        """The private call counter of this client's key (shared by every client of the key)."""
+        """The private call counter of this client's key, shared by every client of the key —
+        and, unless ``persist_nonce=False``, by every process of the key on this machine (its
+        state lives beside the key's nonce state)."""
         if self._limiter is None:
             key = self._require_credentials("counter").api_key
-            self._limiter = _shared_counter(key, self.settings)
+            state_dir = self.settings.paths.nonce_dir if self._persist_nonce else None
+            self._limiter = _shared_counter(key, self.settings, state_dir)
         return self._limiter
 
     def close(self) -> None:
@@ -204,9 +212,10 @@ class SpotClient:
                          "Content-Type": "application/x-www-form-urlencoded"},
             )
 
-        def before() -> None:
-            limiter.acquire(method)
+        def before() -> float:
+            waited = limiter.acquire(method)
             sent_at[0] = limiter.now()
+            return waited
 
         return self._http.call(
             endpoint, build, self._interpret(endpoint, extra.get("pair")),

@@ -548,7 +548,9 @@ def _distinct_jobs(jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def candles(
     pair: Annotated[str, typer.Argument(help="Any alias: XBTUSD, BTC/USD, XXBTZUSD…")],
     tf: Annotated[str, typer.Option("--tf", help="1m 5m 15m 30m 1h 4h 12h 1d 1w 15d")] = "1h",
-    last: Annotated[int | None, typer.Option(help="Only the newest N candles.")] = None,
+    last: Annotated[int | None, typer.Option(
+        min=0, help="Only the newest N candles (of those inside --since/--until, if given).")
+                    ] = None,
     since: Annotated[str | None, typer.Option(help="From this UTC date/time (ISO).")] = None,
     until: Annotated[str | None, typer.Option(help="Before this UTC date/time (ISO).")] = None,
     format_: Annotated[str, typer.Option("--format",
@@ -572,14 +574,13 @@ def candles(
     settings = _settings()
     url, _ = resolve_store_url(store, settings)
     with open_store(url, settings=settings) as s:
-        if last is not None:
-            table: pa.Table = s.get_latest_candles(pair, tf, last, as_="arrow")
-        elif since is not None:
+        if last is not None:  # the newest N inside the window, if one is given
+            table: pa.Table = s.get_latest_candles(pair, tf, last, as_="arrow", start=since,
+                                                   end=until)
+        elif since is not None and until is None:
             table = s.get_ohlc_since(pair, tf, since, as_="arrow")
-            if until is not None:
-                table = s.get_candles(pair, tf, since, until, as_="arrow")
         else:
-            table = s.get_candles(pair, tf, None, until, as_="arrow")
+            table = s.get_candles(pair, tf, since, until, as_="arrow")
         symbol = s.canonical(pair)
     if format_ == "parquet":
         import pyarrow.parquet as pq

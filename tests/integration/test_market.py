@@ -350,6 +350,19 @@ def test_cli_backfill_fetches_each_canonical_pair_and_timeframe_once(cli_env: Pa
     assert done == [("XBTUSD", "1h"), ("XBTUSD", "1d"), ("ETHUSD", "1h"), ("ETHUSD", "1d")]
 
 
+def test_cli_last_n_inside_a_window_is_the_newest_n_in_it(cli_env: Path) -> None:
+    assert cli("ohlc", "backfill", "XBTUSD", "--tf", "1h").exit_code == 0
+    stored = json.loads(cli("candles", "XBTUSD", "--tf", "1h", "--format", "json").output)
+    until = stored[-10]["timestamp"]  # ten hours before the newest stored one
+    got = json.loads(cli("candles", "XBTUSD", "--tf", "1h", "--last", "2", "--until", until,
+                         "--format", "json").output)
+    assert [c["timestamp"] for c in got] == [c["timestamp"] for c in stored[-12:-10]]
+    since = stored[5]["timestamp"]
+    got = json.loads(cli("candles", "XBTUSD", "--tf", "1h", "--last", "3", "--since", since,
+                         "--until", until, "--format", "json").output)
+    assert [c["timestamp"] for c in got] == [c["timestamp"] for c in stored[-13:-10]]
+
+
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     [

@@ -573,7 +573,7 @@ def candles(
                                  param_hint="--format")
     settings = _settings()
     url, _ = resolve_store_url(store, settings)
-    with open_store(url, settings=settings) as s:
+    with open_store(url, settings=settings, read_only=True) as s:
         if last is not None:  # the newest N inside the window, if one is given
             table: pa.Table = s.get_latest_candles(pair, tf, last, as_="arrow", start=since,
                                                    end=until)
@@ -625,7 +625,7 @@ def store_info(json_: JsonOpt = False, store: StoreOpt = None) -> None:
 
     settings = _settings()
     url, source = resolve_store_url(store, settings)
-    with open_store(url, settings=settings) as s:
+    with open_store(url, settings=settings, read_only=True) as s:
         rows = s.info()
 
     def series(minutes: int | None) -> str:
@@ -672,7 +672,7 @@ def export(
 
     settings = _settings()
     url, _ = resolve_store_url(store, settings)
-    with open_store(url, settings=settings) as s:
+    with open_store(url, settings=settings, read_only=True) as s:
         report = export_market(
             s, destination, pipelines_dir=settings.paths.dlt_pipelines_dir, dataset=dataset,
             symbols=pairs, full=full,

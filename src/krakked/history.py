@@ -117,7 +117,7 @@ class HistoricalDataProvider:
 
     async def connect(self) -> None:
         if self._store is None:
-            self._store = await asyncio.to_thread(open_store, self.db_url)
+            self._store = await asyncio.to_thread(open_store, self.db_url, read_only=True)
 
     async def close(self) -> None:
         if self._store is not None:

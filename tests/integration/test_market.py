@@ -382,6 +382,23 @@ def test_cli_bad_input_is_one_line_with_its_exit_code(cli_env: Path, capsys, arg
     assert fragment in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("scheme", ["duckdb", "parquet", "csv"])
+@pytest.mark.parametrize("command", [("candles", "XBTUSD"), ("store", "info"),
+                                     ("export", "--destination", "duckdb")])
+def test_cli_reads_never_create_a_store(cli_env: Path, tmp_path: Path, capsys,
+                                        scheme: str, command: tuple[str, ...]) -> None:
+    from krakked.cli import main
+
+    missing = tmp_path / "nonexistent" / "dir"
+    url = f"{scheme}:///{missing / 'x.duckdb'}" if scheme == "duckdb" else f"{scheme}:///{missing}"
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--store", url])
+    assert info.value.code == 25
+    err = capsys.readouterr().err.strip()
+    assert "no store at" in err and str(missing) in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "nonexistent").exists()  # nothing created
+
+
 def test_cli_export_to_duckdb_is_incremental(cli_env: Path) -> None:
     assert cli("ohlc", "backfill", "XBTUSD", "--tf", "1h").exit_code == 0
     first = json.loads(cli("export", "--destination", "duckdb", "--json").stdout)

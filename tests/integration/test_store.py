@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
@@ -393,28 +394,117 @@ def duck_url(tmp_path: Path) -> str:
     return f"duckdb:///{tmp_path / 'data' / 'market.duckdb'}"
 
 
-def test_a_second_process_gets_store_locked_error_naming_the_file(duck_url: str) -> None:
-    path = str(_root(duck_url))
-    code = textwrap.dedent(f"""
+def _python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],  # noqa: S603
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_a_store_object_does_not_hold_the_file_between_operations(duck_url: str) -> None:
+    code = """
         import sys
-        from krakked.errors import StoreLockedError
         from krakked.store import open_store
-        try:
-            open_store({duck_url!r})
-        except StoreLockedError as exc:
-            print(f"{{type(exc).__name__}}: {{exc}}")
-            sys.exit(7)
-        sys.exit(0)
-    """)
+        with open_store(sys.argv[1], read_only=True) as s:
+            s.set_resolver(lambda p: p)
+            print(len(s.get_candles("XBTUSD", "1m")))
+        with open_store(sys.argv[1]) as s:
+            s.set_resolver(lambda p: p)
+            from tests.integration.test_store import candle
+            s.upsert_candles([candle(1)])
+    """
     with open_store(duck_url) as held:
         held.upsert_candles([candle(0)])
-        done = subprocess.run([sys.executable, "-c", code],  # noqa: S603
-                              capture_output=True, text=True, timeout=120, check=False)
+        done = _python(code, duck_url)  # another process reads and writes meanwhile
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "1"
+        assert len(held.get_candles("XBTUSD", "1m")) == 2
+
+
+def test_a_file_held_past_the_timeout_is_store_locked_error_naming_the_file(
+        duck_url: str) -> None:
+    import duckdb
+
+    with open_store(duck_url) as store:
+        store.upsert_candles([candle(0)])
+    path = str(_root(duck_url))
+    code = """
+        import sys, time
+        from krakked.errors import StoreLockedError
+        from krakked.store import open_store
+        started = time.monotonic()
+        try:
+            open_store(sys.argv[1], read_only=True, lock_timeout=0.5)
+        except StoreLockedError as exc:
+            print(f"{type(exc).__name__}: {exc}")
+            print(round(time.monotonic() - started, 2))
+            sys.exit(7)
+        sys.exit(0)
+    """
+    foreign = duckdb.connect(path)  # a process that is not krakked holds the file
+    try:
+        done = _python(code, duck_url)
+    finally:
+        foreign.close()
     assert done.returncode == 7, done.stderr
-    assert done.stdout.startswith(StoreLockedError.__name__)
-    assert path in done.stdout and "locked by another process" in done.stdout
-    assert len(done.stdout.strip().splitlines()) == 1
+    message, waited = done.stdout.strip().splitlines()
+    assert message.startswith(StoreLockedError.__name__)
+    assert path in message and "locked by another process" in message
+    assert float(waited) >= 0.5  # it retried before giving up
     assert "Traceback" not in done.stderr
+
+
+def test_a_reader_waits_out_a_brief_hold_instead_of_failing(duck_url: str) -> None:
+    with open_store(duck_url) as store:
+        store.upsert_candles([candle(0)])
+    with subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys, time, duckdb
+            con = duckdb.connect(sys.argv[1])
+            print("held", flush=True)
+            time.sleep(1.5)
+            con.close()
+        """), str(_root(duck_url))], stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with open_store(duck_url, read_only=True) as reader:
+            reader.set_resolver(_resolve)
+            assert len(reader.get_candles("XBTUSD", "1m")) == 1
+        assert time.monotonic() - started >= 0.5
+
+
+def test_readers_in_another_process_succeed_throughout_a_long_backfill(duck_url: str) -> None:
+    with open_store(duck_url) as store:
+        store.upsert_candles([candle(0)])
+    counts = []
+    with subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys
+            from datetime import timedelta
+            from tests.integration.test_store import MONDAY, minute_candles
+            from krakked.store import open_store
+            with open_store(sys.argv[1]) as s:
+                for page in range(120):  # a backfill: one page, one transaction
+                    start = MONDAY + timedelta(minutes=1 + 500 * page)
+                    s.upsert_candles(minute_candles(start, 500, seed=page))
+                    if page == 0:
+                        print("writing", flush=True)
+        """), duck_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as writer:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+        while writer.poll() is None:
+            done = _python("""
+                import sys
+                from krakked.store import open_store
+                with open_store(sys.argv[1], read_only=True) as s:
+                    s.set_resolver(lambda p: p)
+                    print(len(s.get_candles("XBTUSD", "1h", as_="arrow")))
+            """, duck_url)
+            assert done.returncode == 0, done.stderr  # never locked out
+            counts.append(int(done.stdout))
+        _, errors = writer.communicate(timeout=300)
+    assert writer.returncode == 0, errors
+    assert len(counts) >= 3 and counts == sorted(counts)  # reads saw the backfill advance
+    with open_store(duck_url, read_only=True) as after:
+        after.set_resolver(_resolve)
+        assert len(after.get_candles("XBTUSD", "1m")) == 1 + 120 * 500
 
 
 def test_schema_is_versioned_and_migrating_again_changes_nothing(duck_url: str) -> None:

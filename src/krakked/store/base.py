@@ -14,6 +14,7 @@ caller or by ``canonical``), timestamps are timezone-aware UTC, prices and volum
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -455,6 +456,11 @@ class MarketStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release connections and files."""
 
+    def session(self) -> contextlib.AbstractContextManager[Any]:
+        """Hold what the backend opens per operation (a DuckDB file) across the operations of
+        a ``with`` block; a no-op where nothing is opened per operation."""
+        return contextlib.nullcontext()
+
     def refresh_continuous_aggregates(self) -> None:  # noqa: B027
         """Rebuild derived rollups where a backend materializes them (PostgreSQL)."""
 
@@ -548,23 +554,24 @@ class MarketStore(ABC):
         zero-volume candle at the carried close — absent when that close is not known within
         the coverage. A bucket no series covers is absent: a derived candle is never partial.
         """
-        segments = plan_sources(minutes, self.read_coverage(symbol),
-                                epoch_us(start) if start else None,
-                                epoch_us(end) if end else None)
-        if limit is not None and limit <= 0:
-            segments = []
-        if not segments:
-            return CANDLE_SCHEMA.empty_table()
-        if limit is None:
-            table = self._read_filled(symbol, minutes, segments)
-        else:
-            table, wanted = CANDLE_SCHEMA.empty_table(), limit
-            while True:  # the segments holding the newest (oldest) ``wanted`` buckets, widened
-                part, rest = _take_buckets(segments, wanted, newest_first)  # if some are absent
-                table = self._read_filled(symbol, minutes, part)
-                if table.num_rows >= limit or not rest:
-                    break
-                wanted *= 4
+        with self.session():
+            segments = plan_sources(minutes, self.read_coverage(symbol),
+                                    epoch_us(start) if start else None,
+                                    epoch_us(end) if end else None)
+            if limit is not None and limit <= 0:
+                segments = []
+            if not segments:
+                return CANDLE_SCHEMA.empty_table()
+            if limit is None:
+                table = self._read_filled(symbol, minutes, segments)
+            else:
+                wanted = limit
+                while True:  # the segments of the newest (oldest) ``wanted`` buckets, widened
+                    part, rest = _take_buckets(segments, wanted, newest_first)  # if some are
+                    table = self._read_filled(symbol, minutes, part)  # absent
+                    if table.num_rows >= limit or not rest:
+                        break
+                    wanted *= 4
         if newest_first:
             table = _reversed(table)
         return table.slice(0, limit) if limit is not None else table

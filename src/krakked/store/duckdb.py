@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -45,7 +47,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from krakked.errors import InvalidRequestError, StoreError, StoreLockedError
+from krakked.errors import InvalidRequestError, StoreError, StoreLockedError, StoreNotFoundError
 from krakked.market.candles import (
     TIMEFRAMES,
     SourceSegment,
@@ -580,6 +582,8 @@ _SCHEMA_VERSION_DDL = (
     "applied_at TIMESTAMPTZ NOT NULL, description VARCHAR)")
 
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
+DEFAULT_LOCK_TIMEOUT = 10.0
+"""Seconds an operation waits for a DuckDB file another process holds."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -588,51 +592,109 @@ def _first_line(exc: BaseException) -> str:
 
 
 class DuckDBStore(MarketStore):
-    """The market store in one DuckDB file (or ``:memory:``). Thread-safe (one lock)."""
+    """The market store in one DuckDB file (or ``:memory:``). Thread-safe (one lock).
+
+    The file is held only while an operation runs: each read or write opens it, does its work
+    (a write in one transaction) and closes it, so that other processes can read and write
+    between a long job's batches. DuckDB lets one process write a file, or several read it; an
+    operation that finds the file held retries for ``lock_timeout`` seconds before giving up
+    with ``StoreLockedError``. ``:memory:`` keeps its one connection for the store's life.
+    A store opened ``read_only`` never creates anything: a missing file is
+    ``StoreNotFoundError`` (an old schema is still migrated, in one short write).
+    """
 
     backend = "duckdb"
 
-    def __init__(self, path: str, read_only: bool = False) -> None:
+    def __init__(self, path: str, read_only: bool = False,
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         super().__init__()
         self.path = path
         self.read_only = read_only
+        self.lock_timeout = lock_timeout
         self.url = f"duckdb:///{path}" if path == ":memory:" else f"duckdb://{path}"
         self._lock = threading.RLock()
-        self._con = self._connect(path, read_only)
+        self._memory = path == ":memory:"
+        self._held: duckdb.DuckDBPyConnection | None = None
+        self._held_read_only = False
+        if read_only and not self._memory and not os.path.isfile(path):
+            raise StoreNotFoundError(
+                f"no store at {path}: nothing to read (a read never creates a store; check "
+                "the path, or write to it first, e.g. krakked ohlc backfill)")
+        if self._memory:
+            self._held = self._open(read_only=False)
         try:
-            _exec(self._con, "SET TimeZone = 'UTC'")
-            self._migrate()
+            self._ensure_schema()
         except BaseException:
-            self._con.close()
+            self.close()
             raise
 
     # -- connection, transactions, migrations --------------------------------------------
 
-    @staticmethod
-    def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
-        try:
-            return duckdb.connect(path, read_only=read_only)
-        except duckdb.IOException as exc:
-            message = _first_line(exc)
-            if "lock" in message.lower():
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """A connection to the file, retrying while another process holds it."""
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.01
+        while True:
+            try:
+                con = duckdb.connect(self.path, read_only=read_only)
+            except duckdb.IOException as exc:
+                message = _first_line(exc)
+                if "lock" not in message.lower():
+                    raise StoreError(
+                        f"{self.path}: cannot open the DuckDB store ({message})") from None
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    time.sleep(min(delay, remaining))
+                    delay = min(delay * 2, 0.25)
+                    continue
                 pid = _LOCK_PID.search(str(exc))
                 holder = f"PID {pid.group(1)}" if pid else "see `lsof` for the holder"
                 raise StoreLockedError(
-                    f"{path} is locked by another process ({holder}): a DuckDB store has one "
-                    "writer at a time; stop that process (or use a PostgreSQL store)") from None
-            raise StoreError(f"{path}: cannot open the DuckDB store ({message})") from None
-        except duckdb.Error as exc:
-            raise StoreError(
-                f"{path}: not a usable DuckDB database ({_first_line(exc)})") from None
+                    f"{self.path} is locked by another process ({holder}) for over "
+                    f"{self.lock_timeout:g} s: krakked holds a DuckDB file only for one "
+                    "transaction at a time, so that process is not krakked or is stuck in one "
+                    "(a PostgreSQL store takes many writers)") from None
+            except duckdb.Error as exc:
+                raise StoreError(
+                    f"{self.path}: not a usable DuckDB database ({_first_line(exc)})") from None
+            try:
+                _exec(con, "SET TimeZone = 'UTC'")
+            except BaseException:
+                con.close()
+                raise
+            return con
+
+    @contextlib.contextmanager
+    def _session(self, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection of the operation in progress (opened here, closed at its end, unless
+        an enclosing operation holds one already). ``write`` opens the file for writing even
+        when the store is read-only (migrations only)."""
+        with self._lock:
+            if self._held is not None:
+                if write and self._held_read_only:
+                    raise StoreError(f"{self.path}: cannot write inside a read")
+                yield self._held
+                return
+            read_only = self.read_only and not write
+            con = self._open(read_only)
+            self._held, self._held_read_only = con, read_only
+            try:
+                yield con
+            finally:
+                self._held = None
+                con.close()
+
+    def session(self) -> contextlib.AbstractContextManager[Any]:
+        """Hold the file across several operations (released at the end of the block)."""
+        return self._session()
 
     @contextlib.contextmanager
     def _txn(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One transaction under the store lock; DuckDB errors become a StoreError naming
         the file, and nothing of the transaction remains."""
-        with self._lock:
-            if self.read_only:
-                raise StoreError(f"{self.path}: the store is open read-only")
-            con = self._con
+        if self.read_only:
+            raise StoreError(f"{self.path}: the store is open read-only")
+        with self._session() as con:
             con.begin()
             try:
                 yield con
@@ -646,16 +708,16 @@ class DuckDBStore(MarketStore):
                 con.commit()
 
     def _arrow(self, sql: str) -> pa.Table:
-        with self._lock:
+        with self._session() as con:
             try:
-                return to_arrow(self._con.sql(sql))
+                return to_arrow(con.sql(sql))
             except duckdb.Error as exc:
                 raise StoreError(f"{self.path}: {_first_line(exc)}") from None
 
     def _rows(self, sql: str) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._session() as con:
             try:
-                rel = self._con.sql(sql)
+                rel = con.sql(sql)
                 names = rel.columns
                 rows = rel.fetchall()
             except duckdb.Error as exc:
@@ -664,15 +726,10 @@ class DuckDBStore(MarketStore):
 
     def schema_version(self) -> int:
         """The schema version recorded in the file (0 for a store never migrated)."""
-        with self._lock:
-            found = _scalar(self._con, "SELECT count(*) FROM information_schema.tables "
-                                       "WHERE table_name = 'schema_version'")
-            if not found:
-                return 0
-            version = _scalar(self._con, "SELECT max(version) FROM schema_version")
-            return int(version) if version is not None else 0
+        with self._session() as con:
+            return _schema_version(con)
 
-    def _migrate(self) -> None:
+    def _ensure_schema(self) -> None:
         """Bring the file to ``SCHEMA_VERSION``: each missing migration in one transaction."""
         current = self.schema_version()
         if current > SCHEMA_VERSION:
@@ -681,32 +738,31 @@ class DuckDBStore(MarketStore):
                 f"({SCHEMA_VERSION}); upgrade krakked")
         if current == SCHEMA_VERSION:
             return
-        if self.read_only:
-            raise StoreError(
-                f"{self.path}: schema version {current} needs migrating to {SCHEMA_VERSION}; "
-                "open it once without read-only")
-        con = self._con
-        for version, description, statements in MIGRATIONS:
-            if version <= current:
-                continue
-            con.begin()
-            try:
-                _exec(con, _SCHEMA_VERSION_DDL)
-                for statement in statements:
-                    _exec(con, statement)
-                _exec(con, "INSERT INTO schema_version VALUES (?, ?, ?)",
-                      [version, datetime.now(UTC), description])
-            except duckdb.Error as exc:
-                con.rollback()
-                raise StoreError(
-                    f"{self.path}: migration to schema version {version} failed "
-                    f"({_first_line(exc)})") from None
-            con.commit()
+        with self._session(write=True) as con:
+            current = _schema_version(con)  # another process may have migrated meanwhile
+            for version, description, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                con.begin()
+                try:
+                    _exec(con, _SCHEMA_VERSION_DDL)
+                    for statement in statements:
+                        _exec(con, statement)
+                    _exec(con, "INSERT INTO schema_version VALUES (?, ?, ?)",
+                          [version, datetime.now(UTC), description])
+                except duckdb.Error as exc:
+                    con.rollback()
+                    raise StoreError(
+                        f"{self.path}: migration to schema version {version} failed "
+                        f"({_first_line(exc)})") from None
+                con.commit()
 
     def close(self) -> None:
-        """Close the connection (releases the file lock)."""
+        """Release the store (an in-memory store's data goes with it)."""
         with self._lock:
-            self._con.close()
+            if self._memory and self._held is not None:
+                self._held.close()
+                self._held = None
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -921,12 +977,13 @@ class DuckDBStore(MarketStore):
     def coverage(self, symbol: str | None = None) -> list[dict[str, Any]]:
         """Per stored (symbol, interval): first, last, rows, missing, gaps; then trades."""
         where = f" WHERE symbol = {lit(symbol)}" if symbol else ""
-        rows = self._rows(coverage_query(f"(SELECT * FROM candles{where})",
-                                         f"(SELECT * FROM candle_coverage{where})"))
-        rows += self._rows(
-            "SELECT symbol, NULL AS interval_minutes, min(timestamp) AS first, "
-            "max(timestamp) AS last, count(*) AS rows, NULL AS missing, NULL AS gaps "
-            f"FROM trades{where} GROUP BY symbol ORDER BY symbol")
+        with self._session():
+            rows = self._rows(coverage_query(f"(SELECT * FROM candles{where})",
+                                             f"(SELECT * FROM candle_coverage{where})"))
+            rows += self._rows(
+                "SELECT symbol, NULL AS interval_minutes, min(timestamp) AS first, "
+                "max(timestamp) AS last, count(*) AS rows, NULL AS missing, NULL AS gaps "
+                f"FROM trades{where} GROUP BY symbol ORDER BY symbol")
         return rows
 
     def read_sync_status(self, symbol: str | None = None) -> list[dict[str, Any]]:
@@ -936,6 +993,15 @@ class DuckDBStore(MarketStore):
             "SELECT symbol, data_type, oldest_timestamp, newest_timestamp, last_sync_at, "
             f"last_kraken_since, total_records FROM data_sync_status{where} "
             "ORDER BY symbol, data_type")
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    found = _scalar(con, "SELECT count(*) FROM information_schema.tables "
+                         "WHERE table_name = 'schema_version'")
+    if not found:
+        return 0
+    version = _scalar(con, "SELECT max(version) FROM schema_version")
+    return int(version) if version is not None else 0
 
 
 def _exec(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> list[Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from krakked.errors import ConfigError, StoreError
+from krakked.errors import ConfigError, StoreError, StoreNotFoundError
 
 if TYPE_CHECKING:
     from krakked.config import Settings
@@ -81,11 +81,13 @@ def _ensure_dir(directory: Path, what: str) -> None:
 
 
 def open_store(url: str | None = None, *, settings: Settings | None = None,
-               read_only: bool = False) -> MarketStore:
+               read_only: bool = False, lock_timeout: float | None = None) -> MarketStore:
     """Open the market store ``url`` names (the settings' URL when ``None``).
 
-    Raises ``ConfigError`` for an unknown scheme and ``StoreError`` (``StoreLockedError``) when
-    the store cannot be opened; the message names the URL, file or directory at fault.
+    ``read_only`` is for reading: it never creates a file or directory, and a store that does
+    not exist is ``StoreNotFoundError``. Raises ``ConfigError`` for an unknown scheme and
+    ``StoreError`` (``StoreLockedError``) when the store cannot be opened; the message names
+    the URL, file or directory at fault.
     """
     if url is None:
         url, _ = resolve_store_url(None, settings)
@@ -96,7 +98,9 @@ def open_store(url: str | None = None, *, settings: Settings | None = None,
         path = store_path(url)
         if path != ":memory:" and not read_only:
             _ensure_dir(Path(path).parent, "DuckDB store")
-        return DuckDBStore(path, read_only=read_only)
+        if lock_timeout is None:
+            return DuckDBStore(path, read_only=read_only)
+        return DuckDBStore(path, read_only=read_only, lock_timeout=lock_timeout)
     if scheme in ("parquet", "csv"):
         from krakked.store.files import FileStore
 
@@ -104,7 +108,9 @@ def open_store(url: str | None = None, *, settings: Settings | None = None,
         if not read_only:
             _ensure_dir(root, f"{scheme} store")
         elif not root.is_dir():
-            raise StoreError(f"{root}: no such {scheme} store directory")
+            raise StoreNotFoundError(
+                f"no store at {root}: no such {scheme} store directory (a read never creates "
+                "a store)")
         return FileStore(root, scheme, read_only=read_only)
     if scheme in ("postgresql", "postgres"):
         from krakked.store.postgres import PostgresStore

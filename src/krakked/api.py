@@ -157,7 +157,7 @@ class Market:
         for row in rows:
             try:
                 meta = PairMetadata.from_row(row)
-            except (ValueError, TypeError) as exc:
+            except (StoreError, TypeError) as exc:
                 log.warning("pairs snapshot: row %r unreadable (%s); skipped",
                             row.get("canonical"), exc)
                 continue

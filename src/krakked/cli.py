@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -26,7 +26,7 @@ from krakked.credentials import (
     load_key_pair,
     setup_credentials,
 )
-from krakked.errors import CredentialsError, KrakkedError, NoCredentialsError
+from krakked.errors import CredentialsError, KrakkedError, NoCredentialsError, UsageError
 from krakked.logs import install_logging, redact
 
 __all__ = ["app", "main"]
@@ -571,6 +571,12 @@ def candles(
     if format_ not in ("table", "csv", "json", "parquet"):
         raise typer.BadParameter(f"{format_!r} is not table, csv, json or parquet",
                                  param_hint="--format")
+    from krakked.market.candles import interval_minutes
+    from krakked.store.base import parse_utc
+
+    interval_minutes(tf)  # bad arguments are found before the store is opened
+    parse_utc(since, "--since")
+    parse_utc(until, "--until")
     settings = _settings()
     url, _ = resolve_store_url(store, settings)
     with open_store(url, settings=settings, read_only=True) as s:
@@ -935,20 +941,46 @@ def _root(
     install_logging(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; a ``KrakkedError`` becomes one line on stderr and its exit code."""
-    try:
-        app(args=argv, prog_name="krakked", standalone_mode=True)
-    except KrakkedError as exc:
-        err.print(f"[red]error:[/] {redact(str(exc))}", highlight=False)
-        if _State.verbose:
-            import traceback
+def _one_line(text: str) -> str:
+    return " ".join(redact(text).split())
 
-            err.print(redact("".join(traceback.format_exception(exc))), highlight=False)
-        sys.exit(exc.exit_code)
+
+def _fail(message: str, code: int, exc: BaseException | None = None) -> NoReturn:
+    err.print(f"[red]error:[/] {_one_line(message)}", highlight=False)
+    if exc is not None and _State.verbose:
+        import traceback
+
+        err.print(redact("".join(traceback.format_exception(exc))), highlight=False)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI. Every error ends as one line on stderr and a distinct exit code: a
+    ``KrakkedError`` its class's code, bad usage (unknown flag, bad value) 2, an interrupt 130;
+    ``-v`` adds the traceback."""
+    try:
+        code = app(args=argv, prog_name="krakked", standalone_mode=False)
+    except typer.Abort:
+        _fail("aborted", 1)
+    except typer.TyperException as exc:  # click's own errors (typer ships click inside)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            ctx = getattr(exc, "ctx", None)
+            typer.echo(ctx.get_help() if ctx else exc.format_message())
+            sys.exit(0)
+        code = int(getattr(exc, "exit_code", 1))
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if code == UsageError.exit_code and ctx \
+            else ""
+        _fail(exc.format_message() + hint, code)
+    except KrakkedError as exc:
+        _fail(str(exc), exc.exit_code, exc)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # a bug of ours: still one line (-v shows where)
+        _fail(f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback; "
+              "please report it)", 1, exc)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -249,6 +249,42 @@ def test_errors_are_one_line_with_their_exit_code(env, capsys) -> None:
     assert err.startswith("error:") and "limits.tier" in err and "\n" not in err
 
 
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["candles", "XBTUSD", "--bogus"], "No such option: --bogus"),
+    (["candles"], "Missing argument"),
+    (["candles", "XBTUSD", "--tf", "2h"], "unsupported timeframe '2h'"),
+    (["candles", "XBTUSD", "--since", "yesterday"], "--since: 'yesterday' is not an ISO"),
+    (["candles", "XBTUSD", "--last", "-1"], "--last"),
+    (["ohlc", "backfill", "XBTUSD", "--tf", "90m"], "unsupported timeframe '90m'"),
+])
+def test_bad_usage_is_one_line_and_exit_code_2(env, capsys, args, fragment) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and fragment in err and "\n" not in err
+    assert "Traceback" not in err and "╭" not in err
+
+
+def test_an_unexpected_error_is_still_one_line_and_v_shows_the_traceback(
+        env, capsys, monkeypatch) -> None:
+    import krakked.cli as cli_module
+
+    def broken() -> None:
+        raise RuntimeError("something we did not foresee")
+
+    monkeypatch.setattr(cli_module, "_settings", broken)
+    with pytest.raises(SystemExit) as info:
+        main(["config", "show"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unexpected RuntimeError: something we did not foresee")
+    assert "\n" not in err
+    with pytest.raises(SystemExit):
+        main(["-v", "config", "show"])
+    assert "Traceback" in capsys.readouterr().err
+
+
 def test_wrong_master_password_exit_code_and_message(env, capsys, monkeypatch) -> None:
     assert run("setup", input=_setup_input()).exit_code == 0
     monkeypatch.setenv("KRAKKED_MASTER_PASSWORD", "wrong")

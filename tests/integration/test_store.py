@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from krakked.errors import ConfigError, InvalidRequestError, StoreError, StoreLockedError
+from krakked.errors import ConfigError, StoreError, StoreLockedError, UsageError
 from krakked.market.candles import Candle, HistoricalTrade, resample
 from krakked.store import MarketStore, SyncUpdate, open_store, resolve_store_url
 from krakked.store.base import (
@@ -160,9 +160,9 @@ def test_reads_are_oldest_first_and_limits_pick_the_documented_end(s: MarketStor
     assert s.get_bars("XBTUSD", "1m", lookback=2, since=bars[3].timestamp.isoformat()) == \
         bars[8:]
     assert s.get_warmup_data("XBTUSD", "1m", 2) == bars[-2:]
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(UsageError):
         s.get_ohlc_since("XBTUSD", "1m", datetime.now(UTC) + timedelta(days=1))
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(UsageError):
         s.get_candles("XBTUSD", "1m", start=bars[5].timestamp, end=bars[2].timestamp)
 
 
@@ -277,7 +277,7 @@ def test_sync_status_is_written_with_the_rows(s: MarketStore) -> None:
 
 
 def test_a_sync_status_naming_no_known_data_is_refused(s: MarketStore) -> None:
-    with pytest.raises(InvalidRequestError, match="candles_2m"):
+    with pytest.raises(UsageError, match="candles_2m"):
         s.upsert_candles([candle(9)], sync=[SyncUpdate("XBTUSD", "candles_2m")])
     assert s.get_candles("XBTUSD", "1m") == []
 
@@ -359,7 +359,7 @@ def test_arrow_output_and_a_clear_error_for_missing_dataframe_libraries(
     assert table.num_rows == 3
     for kind, module in (("polars", "polars"), ("pandas", "pandas")):
         if importlib.util.find_spec(module) is None:
-            with pytest.raises(InvalidRequestError, match=f"pip install {module}"):
+            with pytest.raises(UsageError, match=f"pip install {module}"):
                 s.get_candles("XBTUSD", "1m", as_=kind)  # type: ignore[arg-type]
         else:
             assert len(s.get_candles("XBTUSD", "1m", as_=kind)) == 3  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from krakked.errors import InvalidRequestError, StoreError
+from krakked.errors import StoreError, UsageError
 from krakked.market.candles import Candle, resample
 from krakked.store.base import (
     DECIMAL,
@@ -237,7 +237,7 @@ def test_a_failed_write_leaves_neither_rows_nor_sync_status(pg: PostgresStore) -
 
 
 def test_a_sync_status_of_the_wrong_kind_is_refused_before_writing(pg: PostgresStore) -> None:
-    with pytest.raises(InvalidRequestError, match="trades"):
+    with pytest.raises(UsageError, match="trades"):
         pg.upsert_candles(minutes(2), sync=[SyncUpdate("XBTUSD", "trades")])
     assert pg.read_candles("XBTUSD", 1).num_rows == 0
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from krakked.errors import ConfigError, InvalidRequestError
+from krakked.errors import ConfigError, UsageError
 from krakked.kraken.limits import (
     FUTURES_COSTS,
     SPOT_PENALTY_UNITS,
@@ -383,7 +383,7 @@ def test_other_history_endpoints_cost_their_table_value() -> None:
     assert history_cost("/api/history/v2/executions") == 1
     assert history_cost("orders") == history_cost("triggers") == history_cost("positions") == 1
     assert history_cost("/api/history/v2/accountlogcsv") == 6
-    with pytest.raises(InvalidRequestError, match="count"):
+    with pytest.raises(UsageError, match="count"):
         history_cost("account-log", 0)
 
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from krakked.config import RegionProfile, UniverseSettings
-from krakked.errors import UnknownPairError
+from krakked.errors import StoreError, UnknownPairError, UsageError
 from krakked.market.pairs import (
     CSV_SYMBOL_MAP,
     DEFAULT_SYMBOLS,
@@ -165,7 +165,7 @@ def test_from_row_tidies_the_stores_decimal_scale() -> None:
 
 
 def test_from_row_refuses_a_row_without_canonical() -> None:
-    with pytest.raises(ValueError, match="canonical"):
+    with pytest.raises(StoreError, match="canonical"):
         PairMetadata.from_row({"canonical": None})
 
 
@@ -283,7 +283,7 @@ def test_included_pairs_bypass_the_liquidity_floor(pairs) -> None:
 
 
 def test_a_floor_without_ticker_data_is_an_error(pairs) -> None:
-    with pytest.raises(ValueError, match="Ticker"):
+    with pytest.raises(UsageError, match="Ticker"):
         build_universe(pairs, US, UniverseSettings(min_24h_volume_usd=1.0))
 
 

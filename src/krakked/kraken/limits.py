@@ -38,7 +38,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from krakked.errors import ConfigError, InvalidRequestError
+from krakked.errors import ConfigError, UsageError
 from krakked.kraken.auth import (
     key_state_lock,
     key_state_lock_file,
@@ -719,8 +719,7 @@ def history_cost(endpoint: str, count: int | None = None) -> int:
     if name == "account-log":
         n = ACCOUNT_LOG_DEFAULT_COUNT if count is None else int(count)
         if n < 1:
-            raise InvalidRequestError(f"account-log count must be >= 1, got {n}",
-                                      endpoint="futures:account-log")
+            raise UsageError(f"futures:account-log: count must be >= 1, got {n}")
         return next(
             (cost for limit, cost in ACCOUNT_LOG_COSTS if n <= limit), ACCOUNT_LOG_COSTS[-1][1]
         )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from krakked.errors import InvalidRequestError
+from krakked.errors import UsageError
 
 __all__ = [
     "API_INTERVALS",
@@ -61,7 +61,7 @@ def interval_minutes(timeframe: str | int) -> int:
             return TIMEFRAMES[key]
         if key.isdigit() and int(key) in TIMEFRAMES.values():
             return int(key)
-    raise InvalidRequestError(
+    raise UsageError(
         f"unsupported timeframe {timeframe!r}; use one of {' '.join(TIMEFRAMES)}"
     )
 
@@ -71,13 +71,13 @@ def timeframe_name(minutes: int) -> str:
     for name, value in TIMEFRAMES.items():
         if value == minutes:
             return name
-    raise InvalidRequestError(f"unsupported interval {minutes} minutes")
+    raise UsageError(f"unsupported interval {minutes} minutes")
 
 
 def bucket_start(ts: datetime, minutes: int) -> datetime:
     """The open time of the ``minutes`` bucket holding ``ts`` (UTC; weeks start Monday)."""
     if ts.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware (UTC)")
+        raise UsageError(f"timestamp {ts.isoformat()} has no time zone: give UTC times")
     ts = ts.astimezone(UTC)
     if minutes == 10080:
         days = (ts - _MONDAY).days
@@ -232,7 +232,7 @@ def resample(candles: Iterable[Candle], minutes: int) -> list[Candle]:
     start: datetime | None = None
     for c in candles:
         if c.interval_minutes > minutes or minutes % c.interval_minutes:
-            raise InvalidRequestError(
+            raise UsageError(
                 f"cannot build {minutes}m candles from {c.interval_minutes}m candles"
             )
         b = bucket_start(c.timestamp, minutes)

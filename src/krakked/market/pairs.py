@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from krakked.config import RegionProfile, UniverseSettings
-from krakked.errors import UnknownPairError
+from krakked.errors import MalformedResponseError, StoreError, UnknownPairError, UsageError
 
 __all__ = [
     "ASSET_ID_CODES",
@@ -145,7 +145,7 @@ def _dec(value: Any) -> Decimal | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
-        raise ValueError(f"not a number: {value!r}")
+        raise MalformedResponseError(f"not a number: {value!r}")
     if isinstance(value, Decimal):
         return value
     if isinstance(value, float):
@@ -153,17 +153,17 @@ def _dec(value: Any) -> Decimal | None:
     try:
         return Decimal(str(value).strip())
     except InvalidOperation:
-        raise ValueError(f"not a number: {value!r}") from None
+        raise MalformedResponseError(f"not a number: {value!r}") from None
 
 
 def _int(value: Any, default: int | None = None) -> int:
     if value is None or value == "":
         if default is None:
-            raise ValueError("missing integer")
+            raise MalformedResponseError("missing integer")
         return default
     number = _dec(value)
     if number is None or number != number.to_integral_value():
-        raise ValueError(f"not an integer: {value!r}")
+        raise MalformedResponseError(f"not an integer: {value!r}")
     return int(number)
 
 
@@ -249,12 +249,12 @@ class PairMetadata:
     def from_asset_pair(
         cls, raw_name: str, row: Mapping[str, Any], assets: Mapping[str, Any] | None = None
     ) -> PairMetadata:
-        """Metadata for one ``AssetPairs`` entry; ``ValueError`` if it lacks altname or has
-        malformed numbers. Missing ``status`` reads as ``online``, missing ``lot_multiplier``
+        """Metadata for one ``AssetPairs`` entry; ``MalformedResponseError`` if it lacks altname
+        or has malformed numbers. Missing ``status`` reads as ``online``, missing ``lot_multiplier``
         as 1, missing ``tick_size`` as 10^-pair_decimals."""
         altname = str(row.get("altname") or "").strip().upper()
         if not altname:
-            raise ValueError(f"{raw_name}: no altname")
+            raise MalformedResponseError(f"{raw_name}: no altname", endpoint="spot:AssetPairs")
         base_id = str(row.get("base") or "").strip().upper()
         quote_id = str(row.get("quote") or "").strip().upper()
         wsname = str(row.get("wsname") or "").strip().upper()
@@ -300,10 +300,17 @@ class PairMetadata:
         snapshot when ``AssetPairs`` cannot be fetched. Decimals lose the store's trailing zeros
         (``0.100000000000000000`` -> ``0.1``). The table keeps no leverage, asset ids or cost
         decimals: leverage reads as none, ids as the asset codes, cost decimals as the price
-        decimals. ``ValueError`` for a row without ``canonical`` or with malformed numbers."""
+        decimals. ``StoreError`` for a row without ``canonical`` or with malformed numbers."""
+        try:
+            return cls._from_row(row)
+        except MalformedResponseError as exc:
+            raise StoreError(f"pairs row {row.get('canonical')!r}: {exc}") from None
+
+    @classmethod
+    def _from_row(cls, row: Mapping[str, Any]) -> PairMetadata:
         canonical = str(row.get("canonical") or "").strip().upper()
         if not canonical:
-            raise ValueError("pairs row without canonical")
+            raise StoreError("pairs row without canonical")
         base = str(row.get("base") or "")
         quote = str(row.get("quote") or "")
         price_decimals = _int(row.get("price_decimals"))
@@ -381,7 +388,7 @@ def parse_asset_pairs(
             continue
         try:
             meta = PairMetadata.from_asset_pair(str(raw_name), row, assets)
-        except (ValueError, TypeError) as exc:
+        except (MalformedResponseError, TypeError) as exc:
             log.warning("AssetPairs: entry %r unreadable (%s); skipped", raw_name, exc)
             continue
         if meta.canonical in out:
@@ -544,7 +551,7 @@ def _field(row: Mapping[str, Any], key: str, i: int) -> Decimal | None:
     try:
         value = row[key]
         return _dec(value[i] if isinstance(value, list | tuple) else value)
-    except (KeyError, IndexError, TypeError, ValueError):
+    except (KeyError, IndexError, TypeError, MalformedResponseError):
         return None
 
 
@@ -614,7 +621,7 @@ def build_universe(
        leverage instead, whatever the region.
     2. Liquidity floor (when ``settings.min_24h_volume_usd`` > 0): base pairs whose
        ``estimate_24h_volume_usd`` is below it, or cannot be estimated (no ticker row), are
-       dropped. ``tickers`` is then required (``ValueError`` without it).
+       dropped. ``tickers`` is then required (``UsageError`` without it).
     3. ``include_pairs`` (any spelling) are added when they exist in ``pairs`` — whatever their
        quote, leverage, status or volume (an explicit wish; a non-online one is logged);
        names that do not exist are ignored with a warning.
@@ -638,7 +645,7 @@ def build_universe(
     floor = settings.min_24h_volume_usd
     if floor is not None and floor > 0:
         if tickers is None:
-            raise ValueError("universe.min_24h_volume_usd is set: Ticker data is required")
+            raise UsageError("universe.min_24h_volume_usd is set: Ticker data is required")
         volumes = estimate_24h_volume_usd(pairs, tickers)
         limit = Decimal(repr(float(floor)))
         for canonical in list(chosen):
@@ -707,7 +714,7 @@ class Universe:
         """Re-fetch ``AssetPairs`` (and ``Ticker`` when a floor is set), re-apply every rule,
         and return the new universe."""
         if self._fetch_asset_pairs is None:
-            raise ValueError("Universe has no fetch_asset_pairs; use load()")
+            raise UsageError("Universe has no fetch_asset_pairs; use load()")
         with self._lock:
             asset_pairs = self._fetch_asset_pairs()
             assets = self._fetch_assets() if self._fetch_assets is not None else None

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from krakked.errors import InvalidRequestError, NoDataError
+from krakked.errors import NoDataError, UsageError
 from krakked.market.candles import (
     CANDLE_COLUMNS,
     Candle,
@@ -52,6 +52,7 @@ __all__ = [
     "SyncUpdate",
     "batch_coverage",
     "candles_to_arrow",
+    "parse_utc",
     "trades_to_arrow",
 ]
 
@@ -198,13 +199,13 @@ def batch_coverage(table: pa.Table, explicit: Iterable[Coverage] = ()
                    ) -> dict[tuple[str, int], list[tuple[int, int]]]:
     """What a candle batch (``CANDLE_SCHEMA``) vouches for, per (symbol, interval): the runs of
     consecutive candles it holds plus the ``explicit`` ranges, merged (epoch µs,
-    ``[from, until)``). A misaligned explicit range is an ``InvalidRequestError``."""
+    ``[from, until)``). A misaligned explicit range is an ``UsageError``."""
     out: dict[tuple[str, int], list[tuple[int, int]]] = {}
     for cov in explicit:
         minutes = interval_minutes(cov.interval_minutes)
         a, b = epoch_us(cov.start), epoch_us(cov.end)
         if bucket_floor_us(a, minutes) != a or bucket_floor_us(b, minutes) != b or b < a:
-            raise InvalidRequestError(
+            raise UsageError(
                 f"coverage of {cov.symbol} {minutes}m must run between {minutes}m open times: "
                 f"{cov.start.isoformat()} .. {cov.end.isoformat()}")
         out.setdefault((cov.symbol, minutes), []).append((a, b))
@@ -340,21 +341,22 @@ def _convert(table: pa.Table, as_: AsKind) -> Any:
         try:
             import polars
         except ImportError:
-            raise InvalidRequestError(
+            raise UsageError(
                 "as_='polars' needs polars installed (pip install polars)") from None
         return polars.from_arrow(table)
     if as_ == "pandas":
         try:
             import pandas  # noqa: F401
         except ImportError:
-            raise InvalidRequestError(
+            raise UsageError(
                 "as_='pandas' needs pandas installed (pip install pandas)") from None
         return table.to_pandas()
-    raise InvalidRequestError(f"as_ must be candles, arrow, polars or pandas, not {as_!r}")
+    raise UsageError(f"as_ must be candles, arrow, polars or pandas, not {as_!r}")
 
 
-def _utc(value: datetime | int | float | str | None, name: str) -> datetime | None:
-    """Accept datetimes (naive = UTC), Unix seconds, ISO strings; return aware UTC."""
+def parse_utc(value: datetime | int | float | str | None, name: str) -> datetime | None:
+    """Accept datetimes (naive = UTC), Unix seconds, ISO strings; return aware UTC. A value
+    that is none of these is a ``UsageError`` naming ``name``."""
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -365,16 +367,16 @@ def _utc(value: datetime | int | float | str | None, name: str) -> datetime | No
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidRequestError(f"{name}: {value!r} is not an ISO date/time") from None
+            raise UsageError(f"{name}: {value!r} is not an ISO date/time") from None
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    raise InvalidRequestError(f"{name}: cannot read {value!r} as a time")
+    raise UsageError(f"{name}: cannot read {value!r} as a time")
 
 
 def _window(start: datetime | int | str | None, end: datetime | int | str | None
             ) -> tuple[datetime | None, datetime | None]:
-    s, e = _utc(start, "start"), _utc(end, "end")
+    s, e = parse_utc(start, "start"), parse_utc(end, "end")
     if s and e and e <= s:
-        raise InvalidRequestError(f"end {e.isoformat()} is not after start {s.isoformat()}")
+        raise UsageError(f"end {e.isoformat()} is not after start {s.isoformat()}")
     return s, e
 
 
@@ -662,7 +664,7 @@ class MarketStore(ABC):
         """The newest ``count`` closed candles, oldest first; with ``start``/``end``, the newest
         ``count`` of those with ``start <= open time < end``."""
         if count < 0:
-            raise InvalidRequestError(f"count must be >= 0, got {count}")
+            raise UsageError(f"count must be >= 0, got {count}")
         symbol, minutes = self.canonical(pair), interval_minutes(tf)
         s, e = _window(start, end)
         table = self.read_candles(symbol, minutes, s, e, count, True)
@@ -678,9 +680,9 @@ class MarketStore(ABC):
     def get_ohlc_since(self, pair: str, tf: str | int, since: datetime | int | str,
                        as_: AsKind = "candles") -> Any:
         """Closed candles with open time >= ``since`` (a datetime, Unix seconds or ISO)."""
-        s = _utc(since, "since")
+        s = parse_utc(since, "since")
         if s is not None and s > datetime.now(UTC):
-            raise InvalidRequestError(f"since {s.isoformat()} is in the future")
+            raise UsageError(f"since {s.isoformat()} is in the future")
         return self.get_candles(pair, tf, start=s, as_=as_)
 
     def get_bars(self, pair: str, tf: str | int, lookback: int | None = None,
@@ -704,7 +706,7 @@ class MarketStore(ABC):
         lookback: int = 100,
     ) -> dict[int, list[Candle]]:
         """For each timeframe, the ``lookback`` closed candles opening before ``end_time``."""
-        e = _utc(end_time, "end_time")
+        e = parse_utc(end_time, "end_time")
         symbol = self.canonical(pair)
         out: dict[int, list[Candle]] = {}
         for tf in timeframes or (1, 5, 15, 60, 240, 1440):
@@ -736,7 +738,7 @@ class MarketStore(ABC):
         """Yield candles in time order; ``speed`` > 0 paces them (1.0 = real time, 60 = a minute
         per second), 0 = as fast as possible."""
         if speed < 0:
-            raise InvalidRequestError(f"speed must be >= 0, got {speed}")
+            raise UsageError(f"speed must be >= 0, got {speed}")
         previous: Candle | None = None
         for candle in self.get_candles(pair, tf, start, end):
             if speed and previous is not None:

@@ -47,7 +47,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from krakked.errors import InvalidRequestError, StoreError, StoreLockedError, StoreNotFoundError
+from krakked.errors import StoreError, StoreLockedError, StoreNotFoundError, UsageError
 from krakked.market.candles import (
     TIMEFRAMES,
     SourceSegment,
@@ -241,7 +241,7 @@ def aggregate_query(
     and adds a boolean ``__derived`` column for ``fill_vwap`` to finish in Python.
     """
     if minutes <= source_minutes or minutes % source_minutes:
-        raise InvalidRequestError(
+        raise UsageError(
             f"cannot derive {minutes}m candles from {source_minutes}m candles")
     # Quote volume of a source row: its own, else vwap × volume computed exactly by parts
     # (DuckDB cannot multiply two DECIMAL(38,18) without overflowing 38 digits, and rescaling
@@ -467,21 +467,21 @@ def trim_coverage(con: duckdb.DuckDBPyConnection, cutoff: datetime) -> None:
 
 def sync_target(update: SyncUpdate, kind: str | None = None) -> tuple[str, int | None]:
     """``SyncUpdate.data_type`` -> (``trades`` | ``candles``, interval minutes or None); an
-    ``InvalidRequestError`` if it names neither, or not ``kind`` when given."""
+    ``UsageError`` if it names neither, or not ``kind`` when given."""
     target: tuple[str, int | None] | None = None
     if update.data_type == "trades":
         target = ("trades", None)
     elif update.data_type.startswith("candles_"):
         try:
             target = ("candles", interval_minutes(update.data_type.removeprefix("candles_")))
-        except InvalidRequestError:
+        except UsageError:
             target = None
     if target is not None:
         if kind is not None and target[0] != kind:
-            raise InvalidRequestError(
+            raise UsageError(
                 f"sync status {update.data_type!r} does not describe the {kind} written")
         return target
-    raise InvalidRequestError(
+    raise UsageError(
         f"data_sync_status data_type must be trades or candles_<timeframe> "
         f"({', '.join(TIMEFRAMES)}), not {update.data_type!r}")
 
@@ -910,7 +910,7 @@ class DuckDBStore(MarketStore):
     def delete_before(self, kind: Literal["trades", "candles"], cutoff: datetime) -> int:
         """Delete rows older than ``cutoff``; the status rows of that kind are recomputed."""
         if kind not in ("trades", "candles"):
-            raise InvalidRequestError(f"kind must be trades or candles, not {kind!r}")
+            raise UsageError(f"kind must be trades or candles, not {kind!r}")
         with self._txn() as con:
             deleted = int(_scalar(
                 con, f"DELETE FROM {kind} WHERE timestamp < {ts_lit(cutoff)}") or 0)

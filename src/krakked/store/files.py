@@ -63,7 +63,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from krakked.errors import InvalidRequestError, StoreError
+from krakked.errors import StoreError, UsageError
 from krakked.market.candles import (
     TIMEFRAMES,
     SourceSegment,
@@ -153,7 +153,7 @@ class FileStore(MarketStore):
     def __init__(self, root: Path | str, fmt: str, read_only: bool = False) -> None:
         super().__init__()
         if fmt not in ("parquet", "csv"):
-            raise InvalidRequestError(f"file store format must be parquet or csv, not {fmt!r}")
+            raise UsageError(f"file store format must be parquet or csv, not {fmt!r}")
         self.root = Path(root)
         self.fmt = fmt
         self.ext = fmt
@@ -177,7 +177,7 @@ class FileStore(MarketStore):
 
     def _name(self, symbol: str) -> str:
         if not _SAFE_NAME.match(symbol):
-            raise InvalidRequestError(f"{symbol!r} cannot name a file: use the canonical pair name")
+            raise UsageError(f"{symbol!r} cannot name a file: use the canonical pair name")
         return f"{symbol}.{self.ext}"
 
     def candle_path(self, symbol: str, minutes: int) -> Path:
@@ -556,7 +556,7 @@ class FileStore(MarketStore):
     def delete_before(self, kind: Literal["trades", "candles"], cutoff: datetime) -> int:
         """Rewrite the files of ``kind`` without rows older than ``cutoff``."""
         if kind not in ("trades", "candles"):
-            raise InvalidRequestError(f"kind must be trades or candles, not {kind!r}")
+            raise UsageError(f"kind must be trades or candles, not {kind!r}")
         schema = CANDLE_SCHEMA if kind == "candles" else TRADE_SCHEMA
         order = "timestamp" if kind == "candles" else "timestamp, abs(id)"
         deleted = 0

@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from krakked.errors import InvalidRequestError, StoreError
+from krakked.errors import StoreError, UsageError
 from krakked.market.candles import (
     TIMEFRAMES,
     SourceSegment,
@@ -415,19 +415,19 @@ def _rollup_rebuild_sql(minutes: int, finer: int) -> str:
 
 def _sync_target(update: SyncUpdate, kind: str | None = None) -> tuple[str, int | None]:
     """``data_type`` -> (``trades`` | ``candles``, interval minutes or None); an
-    ``InvalidRequestError`` naming it if it describes neither (or not ``kind`` when given)."""
+    ``UsageError`` naming it if it describes neither (or not ``kind`` when given)."""
     target: tuple[str, int | None] | None = None
     if update.data_type == "trades":
         target = ("trades", None)
     elif update.data_type.startswith("candles_"):
-        with contextlib.suppress(InvalidRequestError):
+        with contextlib.suppress(UsageError):
             target = ("candles", interval_minutes(update.data_type.removeprefix("candles_")))
     if target is None:
-        raise InvalidRequestError(
+        raise UsageError(
             f"data_sync_status data_type must be trades or candles_<timeframe> "
             f"({', '.join(TIMEFRAMES)}), not {update.data_type!r}")
     if kind is not None and target[0] != kind:
-        raise InvalidRequestError(
+        raise UsageError(
             f"sync status {update.data_type!r} does not describe the {kind} written")
     return target
 
@@ -965,7 +965,7 @@ class PostgresStore(MarketStore):
 
     def delete_before(self, kind: Literal["trades", "candles"], cutoff: datetime) -> int:
         if kind not in ("trades", "candles"):
-            raise InvalidRequestError(f"kind must be trades or candles, not {kind!r}")
+            raise UsageError(f"kind must be trades or candles, not {kind!r}")
         with self._transaction(f"deleting old {kind}") as cur:
             cur.execute(f"SELECT DISTINCT symbol FROM {kind}")
             self._lock_symbols(cur, {r[0] for r in cur.fetchall()})
@@ -985,7 +985,7 @@ class PostgresStore(MarketStore):
             if deleted:
                 cur.execute("SELECT symbol, data_type FROM data_sync_status")
                 for symbol, data_type in cur.fetchall():
-                    with contextlib.suppress(InvalidRequestError):
+                    with contextlib.suppress(UsageError):
                         if _sync_target(SyncUpdate(symbol, data_type))[0] == kind:
                             self._recount_status(cur, symbol, data_type)
         return deleted

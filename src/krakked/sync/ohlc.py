@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from krakked.errors import InvalidRequestError, MalformedResponseError
+from krakked.errors import MalformedResponseError, UsageError
 from krakked.kraken.spot import SpotClient
 from krakked.market.candles import (
     API_INTERVALS,
@@ -135,7 +135,7 @@ def backfill_ohlc(
     minutes = interval_minutes(timeframe)
     tf = timeframe_name(minutes)
     if minutes not in API_INTERVALS:
-        raise InvalidRequestError(
+        raise UsageError(
             f"{tf} candles are not served by Kraken's OHLC API; they are derived from stored "
             "finer candles (e.g. 1h) when you read them, or imported from Kraken's CSV files"
         )
@@ -144,7 +144,7 @@ def backfill_ohlc(
     if since is not None:
         cursor = int(since.timestamp()) if isinstance(since, datetime) else int(since)
         if cursor > now().timestamp():
-            raise InvalidRequestError(f"since {since} is in the future")
+            raise UsageError(f"since {since} is in the future")
     elif not full:
         for row in store.read_sync_status(symbol):
             if row.get("data_type") == data_type and row.get("last_kraken_since") is not None:

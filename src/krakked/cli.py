@@ -107,10 +107,12 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def _load_keys(settings: Settings, prompt: _PasswordPrompt) -> dict[str, Any]:
-    """product -> KeyPair | None, plus product -> problem text for keys present but unusable."""
+def _load_keys(settings: Settings, prompt: _PasswordPrompt
+               ) -> tuple[dict[str, Any], dict[str, CredentialsError]]:
+    """product -> KeyPair | None, and product -> the error that kept present keys from loading
+    (wrong master password, malformed or locked credentials; never "no keys")."""
     keys: dict[str, Any] = {}
-    problems: dict[str, str] = {}
+    errors: dict[str, CredentialsError] = {}
     for product in PRODUCTS:
         try:
             keys[product] = load_key_pair(product, paths=settings.paths, password=prompt)
@@ -118,8 +120,8 @@ def _load_keys(settings: Settings, prompt: _PasswordPrompt) -> dict[str, Any]:
             keys[product] = None
         except CredentialsError as exc:
             keys[product] = None
-            problems[product] = str(exc)
-    return {"keys": keys, "problems": problems}
+            errors[product] = exc
+    return keys, errors
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -139,7 +141,7 @@ def status(json_: JsonOpt = False) -> None:
     from krakked.kraken.health import check_futures, check_spot, status_failures
 
     settings = _settings()
-    keys, load_errors = _status_keys(settings, _PasswordPrompt(_interactive() and not json_))
+    keys, load_errors = _load_keys(settings, _PasswordPrompt(_interactive() and not json_))
     report: dict[str, Any] = {
         "version": __version__,
         "spot": check_spot(settings, keys["spot"]),
@@ -198,23 +200,6 @@ def status(json_: JsonOpt = False) -> None:
                   highlight=False)
     if code:
         raise typer.Exit(code=code)
-
-
-def _status_keys(settings: Settings, prompt: _PasswordPrompt
-                 ) -> tuple[dict[str, Any], dict[str, CredentialsError]]:
-    """product -> KeyPair | None, and product -> the error that kept present keys from loading
-    (wrong master password, malformed or locked credentials; never "no keys")."""
-    keys: dict[str, Any] = {}
-    errors: dict[str, CredentialsError] = {}
-    for product in PRODUCTS:
-        try:
-            keys[product] = load_key_pair(product, paths=settings.paths, password=prompt)
-        except NoCredentialsError:
-            keys[product] = None
-        except CredentialsError as exc:
-            keys[product] = None
-            errors[product] = exc
-    return keys, errors
 
 
 def _yn(flag: bool) -> str:
@@ -364,17 +349,17 @@ def creds_show(json_: JsonOpt = False) -> None:
     """
     settings = _settings()
     prompt = _PasswordPrompt(_interactive() and not json_)
-    loaded = _load_keys(settings, prompt)
+    keys, problems = _load_keys(settings, prompt)
     report: dict[str, Any] = {}
     for product in PRODUCTS:
-        kp = loaded["keys"][product]
+        kp = keys[product]
         report[product] = {
             "present": kp is not None,
             "source": kp.source if kp else None,
             "key": kp.masked_key if kp else None,
             "validated": kp.validated if kp else None,
             "validated_at": kp.validated_at.isoformat() if kp and kp.validated_at else None,
-            "problem": loaded["problems"].get(product),
+            "problem": str(problems[product]) if product in problems else None,
             "sources_found": describe_sources(product, paths=settings.paths),
         }
     if json_:

@@ -580,11 +580,13 @@ def default_duckdb_path(source_kind: str, settings: Settings) -> Path:
     return settings.paths.data_dir / DUCKDB_FILES[kind]
 
 
-DUCKDB_CONFIG: dict[str, Any] = {"memory_limit": "100MB"}
+DUCKDB_CONFIG: dict[str, Any] = {"memory_limit": "90MB"}
 """Settings of the default DuckDB destination. A bounded memory (DuckDB spills to disk beyond
 it) keeps a sync of any size flat on a laptop: unbounded, merging a first sync of 100,000
 executions takes ~550 MB in DuckDB alone; bounded, the merge is slower (it spills) but the
-process stays near 400 MB (``bench/account.py``)."""
+process stays under 400 MB (``bench/account.py``). 90 MB since the account log's amounts became
+DECIMAL(38,18) (16 bytes a value, DOUBLE's 8): at 100 MB its merge of 100,000 entries peaked at
+~402 MB; at 90 MB ~394 MB, for a few seconds more."""
 
 
 def _destination(source_kind: str, destination: str | Destination | None,

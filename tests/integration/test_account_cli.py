@@ -298,3 +298,26 @@ def test_sync_on_a_terminal_shows_a_live_display_on_stderr(env, monkeypatch) -> 
         assert re.search(rf"kraken_futures\.{name}\s+\d+ pages\s+{report_rows[name]} rows\s+"
                          r"\d+ rate-limit waits\s+cursor 20\d\d-", shown), shown
     assert "; done" not in result.stderr  # the display replaces the log lines
+
+
+def test_a_duckdb_file_locked_by_another_process_is_a_store_locked_error(env, capsys) -> None:
+    import subprocess
+    import sys
+
+    path = Path(env["KRAKKED_HOME"]) / "data" / "kraken_futures_account.duckdb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('locked', flush=True); time.sleep(60)", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        for command in (("account", "sync", "--resources", "tickers"), ("account", "state"),
+                        ("account", "reset", "executions")):
+            code, line = _fails(capsys, *command)
+            assert code == 24, line
+            assert "is locked by another process" in line and str(path) in line
+            assert "Please check if you configured the credentials" not in line
+    finally:
+        holder.kill()
+        holder.wait()

@@ -532,6 +532,15 @@ def _first_line(exc: BaseException) -> str:
     return _URL_PASSWORD.sub(r"\1:***@", lines[0]) if lines else type(exc).__name__
 
 
+def _reason(exc: BaseException) -> str:
+    """The first line of ``exc`` without dlt's boilerplate around a connection failure."""
+    text = _first_line(exc)
+    marker = "The actual reason given is: "
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    return text.split(" See also http", 1)[0].strip()
+
+
 def _missing_config(exc: Any, destination: str) -> str:
     fields = ", ".join(getattr(exc, "fields", None) or ["a value"])
     name = destination.strip().lower()
@@ -580,13 +589,13 @@ def destination_error(exc: BaseException, destination: str) -> KrakkedError:
         if isinstance(error, MissingDependencyException):
             return ConfigError(f"destination {destination}: {_first_line(error)}")
     for error in chain:
+        if "could not set lock" in str(error).lower():
+            return StoreLockedError(f"destination {destination} is locked by another process: "
+                                    f"{_reason(error)}")
+    for error in chain:
         module = type(error).__module__.split(".")[0]
-        name = type(error).__name__
-        if module == "duckdb" and "lock" in str(error).lower():
-            return StoreLockedError(f"destination {destination}: {_first_line(error)}")
-        if name in _CONNECT_ERRORS and (module in _DRIVER_MODULES or module == "dlt"):
-            return StoreError(f"destination {destination}: cannot connect: "
-                              f"{_first_line(error)}")
+        if type(error).__name__ in _CONNECT_ERRORS and module in ("dlt", *_DRIVER_MODULES):
+            return StoreError(f"destination {destination}: cannot connect: {_reason(error)}")
     innermost = chain[-1]
     step = next((e.step for e in chain if isinstance(e, PipelineStepFailed)), None)
     for error in chain:

@@ -652,16 +652,27 @@ class _SyncProgressDisplay:
             self.progress.update(task, total=event.rows)
 
 
+class _ProgressLines:
+    """While the command runs, shows the runner's progress lines (``krakked.account.progress``,
+    INFO) on stderr whatever the log level."""
+
+    def __enter__(self) -> _ProgressLines:
+        self.logger = logging.getLogger("krakked.account.progress")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.setLevel(self.level)
+
+
 def _sync_progress(json_: bool) -> tuple[Any, Any]:
     """(context, progress callback) for an account sync: a live display on a terminal, else
     None (the runner's log lines on ``krakked.account.progress``, shown on stderr)."""
-    import contextlib
-
     if err.is_terminal and not json_:
         display = _SyncProgressDisplay(err)
         return display, display
-    logging.getLogger("krakked.account.progress").setLevel(logging.INFO)
-    return contextlib.nullcontext(), None
+    return _ProgressLines(), None
 
 
 @account_app.command(

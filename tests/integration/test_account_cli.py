@@ -320,4 +320,4 @@ def test_a_duckdb_file_locked_by_another_process_is_a_store_locked_error(env, ca
             assert "Please check if you configured the credentials" not in line
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # reaps it and closes the pipe

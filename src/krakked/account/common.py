@@ -249,6 +249,7 @@ def to_decimal(value: Any) -> Decimal | None:
 
 
 _PLACES = Decimal(1).scaleb(-int(DECIMAL_COLUMN["scale"]))
+_FINEST = -int(DECIMAL_COLUMN["scale"])  # the smallest exponent the column holds
 _TOO_BIG = Decimal(10) ** (int(DECIMAL_COLUMN["precision"]) - int(DECIMAL_COLUMN["scale"]))
 
 
@@ -262,7 +263,7 @@ def column_decimal(value: Any) -> Decimal | None:
     if number is None:
         return None
     exponent = number.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < _PLACES.as_tuple().exponent:
+    if isinstance(exponent, int) and exponent < _FINEST:
         number = number.quantize(_PLACES)
     if abs(number) >= _TOO_BIG:
         log.warning("amount %s does not fit DECIMAL(38,18); stored as null (raw_data keeps it)",

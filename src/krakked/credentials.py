@@ -44,6 +44,7 @@ from krakked.errors import (
     KrakenError,
     NoCredentialsError,
     SecretsDecryptionError,
+    UsageError,
 )
 from krakked.logs import mask_key, redact, register_secret
 
@@ -122,7 +123,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str):
-            raise TypeError("Secret holds a str")
+            raise UsageError("Secret holds a str")
         self._value = value
         register_secret(value)
 
@@ -253,15 +254,25 @@ class Credentials:
 
 def _check_product(product: str) -> None:
     if product not in PRODUCTS:
-        raise ValueError(f"unknown product {product!r}; expected one of {', '.join(PRODUCTS)}")
+        raise UsageError(f"unknown product {product!r}; expected one of {', '.join(PRODUCTS)}")
+
+
+def _dlt_key(product: str, field_name: str) -> str:
+    """``kraken_spot.api_key``: a key of ``.dlt/secrets.toml`` written as a TOML dotted key.
+
+    Messages name keys this way, never as a ``[kraken_spot]`` table header: a terminal that
+    renders markup (the CLI's rich console) takes ``[kraken_spot]`` for a style tag and drops
+    it, which left "api_key and api_secret under  in .dlt/secrets.toml". The dotted key is
+    valid TOML too (``kraken_spot.api_key = "…"`` at the top of the file)."""
+    return f"{DLT_SECTIONS[product]}.{field_name}"
 
 
 def _missing_message(product: str) -> str:
     pairs = " or ".join(f"{k} and {s}" for k, s in ENV_VAR_PAIRS[product])
     return (
         f"no {product} API keys found: set {pairs} (environment or .env), "
-        f"or api_key and api_secret under [{DLT_SECTIONS[product]}] in {DLT_SECRETS_FILE}, "
-        "or run `krakked setup` to save them in the encrypted secrets file"
+        f"or {_dlt_key(product, 'api_key')} and {_dlt_key(product, 'api_secret')} in "
+        f"{DLT_SECRETS_FILE}, or run `krakked setup` to save them in the encrypted secrets file"
     )
 
 
@@ -372,27 +383,27 @@ class _Sources:
         if section is None:
             return None, None
         if not isinstance(section, Mapping):
-            raise CredentialsError(f"{DLT_SECRETS_FILE}: [{name}] must be a table")
+            raise CredentialsError(f"{DLT_SECRETS_FILE}: {name} must be a table")
         values: list[str | None] = []
         for field_name in ("api_key", "api_secret"):
             value = section.get(field_name)
             if value is not None and not isinstance(value, str):
                 raise CredentialsError(
-                    f"{DLT_SECRETS_FILE}: [{name}] {field_name} must be a string"
+                    f"{DLT_SECRETS_FILE}: {_dlt_key(product, field_name)} must be a string"
                 )
             values.append(value if value and value.strip() else None)
         return values[0], values[1]
 
     def from_dlt(self, product: str) -> KeyPair | None:
         key, secret = self.dlt_section(product)
-        name = DLT_SECTIONS[product]
         if key is None and secret is None:
             return None
         if key is None or secret is None:
             present, missing = ("api_key", "api_secret") if key else ("api_secret", "api_key")
             log.warning(
-                "%s credentials: [%s] %s is set in %s but %s is missing; ignoring it",
-                product, name, present, DLT_SECRETS_FILE, missing,
+                "%s credentials: %s is set in %s but %s is missing; ignoring it",
+                product, _dlt_key(product, present), DLT_SECRETS_FILE,
+                _dlt_key(product, missing),
             )
             return None
         return KeyPair.create(
@@ -400,7 +411,7 @@ class _Sources:
             key,
             secret,
             str(DLT_SECRETS_FILE),
-            secret_source=f"{DLT_SECRETS_FILE} [{name}] api_secret",
+            secret_source=f"{DLT_SECRETS_FILE} {_dlt_key(product, 'api_secret')}",
         )
 
     # level 3 -----------------------------------------------------------------------------
@@ -552,7 +563,7 @@ def describe_sources(
             "masked_key": mask_key(key.strip()) if key else None,
             "missing": (
                 None if (key is None) == (secret is None)
-                else f"[{section}] " + ("api_secret" if key else "api_key")
+                else _dlt_key(product, "api_secret" if key else "api_key")
             ),
         }
     )
@@ -601,7 +612,7 @@ def _scrypt_params_ok(log2_n: int, r: int, p: int) -> bool:
 def _encrypt(plaintext: bytes, password: str, scrypt_n: int) -> bytes:
     log2_n = scrypt_n.bit_length() - 1
     if scrypt_n < 1 or 2**log2_n != scrypt_n or not _scrypt_params_ok(log2_n, _SCRYPT_R, _SCRYPT_P):
-        raise ValueError(
+        raise UsageError(
             f"scrypt_n must be a power of two between 2**{_MIN_LOG2_N} and 2**{_MAX_LOG2_N}"
         )
     salt = _random.token_bytes(16)
@@ -692,7 +703,7 @@ def save_secrets(
     for product, pair in entries.items():
         _check_product(product)
         if pair.product != product:
-            raise ValueError(f"entry {product!r} holds a {pair.product} key pair")
+            raise UsageError(f"entry {product!r} holds a {pair.product} key pair")
         payload[product] = {
             "api_key": pair.api_key,
             "api_secret": pair.api_secret.reveal(),

@@ -30,7 +30,7 @@ from krakked.account.pipeline import (
 )
 from krakked.config import Settings, load_settings
 from krakked.credentials import ENV_VAR_PAIRS, KeyPair
-from krakked.errors import InvalidRequestError, NoCredentialsError, RateLimitError
+from krakked.errors import NoCredentialsError, RateLimitError, UsageError
 from krakked.kraken.futures import FuturesClient
 from krakked.kraken.http import RetryPolicy
 from krakked.kraken.limits import FuturesLimiter, PublicLimiter, SpotCounterLimiter
@@ -197,17 +197,19 @@ def test_since_seeds_the_first_run_only(futures, settings, now) -> None:
 
 
 def test_unknown_names_are_refused_with_the_valid_ones(settings) -> None:
-    with pytest.raises(InvalidRequestError) as info:
+    with pytest.raises(UsageError) as info:
         run_sync("futures", resources=["executions", "fills"], settings=settings)
     assert "fills" in str(info.value)
     for name in RESOURCES["futures"]:
         assert name in str(info.value)
-    with pytest.raises(InvalidRequestError, match="futures, spot, all"):
+    with pytest.raises(UsageError, match="futures, spot, all"):
         run_sync("options", settings=settings)
-    with pytest.raises(InvalidRequestError, match="ISO 8601"):
+    with pytest.raises(UsageError, match="ISO 8601"):
         run_sync("futures", since="last tuesday", settings=settings)
-    with pytest.raises(InvalidRequestError, match="ledgers"):
+    with pytest.raises(UsageError, match="ledgers"):
         run_syncs("all", resources=["executions", "nonsense"], settings=settings)
+    with pytest.raises(UsageError, match="give one of futures, spot"):
+        reset_all("all", settings)  # one pipeline at a time (the CLI loops over both)
 
 
 def test_missing_keys_name_every_way_to_set_them(settings, tmp_path, monkeypatch) -> None:
@@ -222,7 +224,7 @@ def test_missing_keys_name_every_way_to_set_them(settings, tmp_path, monkeypatch
     assert "\n" not in message
     for key_var, secret_var in ENV_VAR_PAIRS["futures"]:
         assert key_var in message and secret_var in message
-    assert "[kraken_futures]" in message and ".dlt/secrets.toml" in message
+    assert "kraken_futures.api_key and kraken_futures.api_secret in .dlt/secrets.toml" in message
     assert "krakked setup" in message
     with pytest.raises(NoCredentialsError, match="KRAKEN_SPOT__API_KEY"):
         run_sync("spot", settings=settings)
@@ -261,7 +263,7 @@ def test_reset_resource_drops_its_tables_and_state_only(futures, settings, now) 
     assert state["resources"]["account_log"]["last_id"] > 0
     assert state["resources"]["account_log"]["rows"] == state["resources"]["account_log"][
         "last_id"]
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(UsageError):
         reset_resource("futures", "ledgers", settings)
 
 
@@ -302,15 +304,46 @@ def test_zero_rows_in_two_consecutive_runs_raise_the_alert(futures, settings, no
     assert alert.level == "WARNING" and alert.severity == "high"
 
 
-def test_cursor_lag_over_an_hour_is_alerted(futures, settings, now) -> None:
+def test_cursor_lag_counts_from_the_last_sync_not_the_newest_record(
+    futures, settings, now, clock
+) -> None:
     report = _sync(futures, settings, now, resources=["executions"])
+    synced_at = report.started_at
     last = _ts(report.resources["executions"]["last_timestamp"])
+    assert (synced_at - last) > timedelta(hours=1)  # the account was quiet before the sync
+    assert "cursor_lag" not in {a.code for a in report.alerts}
 
-    fresh = account_state("futures", settings, now=last + timedelta(minutes=30))
+    fresh = account_state("futures", settings, now=synced_at + timedelta(minutes=30))
     assert "cursor_lag" not in {a["code"] for a in fresh["alerts"]}
-    stale = account_state("futures", settings, now=last + timedelta(hours=2))
+    stale = account_state("futures", settings, now=synced_at + timedelta(hours=2))
     (alert,) = [a for a in stale["alerts"] if a["code"] == "cursor_lag"]
     assert alert["resource"] == "executions" and alert["level"] == "WARNING"
+    assert synced_at.isoformat() in alert["message"]
+
+
+def test_a_quiet_account_raises_no_cursor_lag_run_after_run(
+    futures, settings, now, clock, sim, caplog
+) -> None:
+    clock.advance(120 * 86_400)  # past the end of the simulated history: nothing new arrives
+    first = _sync(futures, settings, now, resources=list(KEYS))
+    assert all(first.rows[name] > 0 for name in KEYS)
+    stored = _counts(settings)
+    for _ in range(2):
+        clock.advance(3 * 3600)
+        caplog.clear()
+        again = _sync(futures, settings, now, resources=list(KEYS))
+        assert _counts(settings) == stored  # nothing new (the cursor's own row, merged)
+        assert "cursor_lag" not in {a.code for a in again.alerts}
+        assert not any("cursor_lag" in r.getMessage() for r in caplog.records)
+    # a resource the key may no longer read is behind from its last clean sync on
+    clock.advance(2 * 3600)
+    sim.inject("permission", "executions")
+    denied = _sync(futures, settings, now, resources=list(KEYS))
+    assert "permission denied" in denied.resources["executions"]["error"]
+    later = account_state("futures", settings, now=denied.started_at + timedelta(minutes=30))
+    assert "permission denied" in later["resources"]["executions"]["error"]
+    lagging = {a["resource"] for a in later["alerts"] if a["code"] == "cursor_lag"}
+    assert lagging == {"executions"}
 
 
 def test_a_run_over_five_minutes_is_alerted(futures, settings, now, caplog) -> None:

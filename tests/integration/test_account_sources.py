@@ -351,7 +351,7 @@ def test_missing_keys_raise_no_credentials_error_listing_every_way(
     message = str(info.value)
     assert "\n" not in message
     for way in ("KRAKEN_FUTURES__API_KEY", "KRAKEN_API_PUBLIC_KEY", ".dlt/secrets.toml",
-                "[kraken_futures]", "krakked setup"):
+                "kraken_futures.api_key", "krakked setup"):
         assert way in message
     with pytest.raises(NoCredentialsError, match="KRAKEN_API_KEY"):
         kraken_spot_source(settings=settings)
@@ -382,11 +382,11 @@ def test_fees_join_executions_to_their_two_account_log_legs(tmp_path: Path) -> N
     by_exec = {row[1]: dict(zip(columns, row, strict=True)) for row in joined}
     own_fees = dict(query(p, "SELECT execution_uid, fee FROM executions"))
     for uid, row in by_exec.items():
-        assert abs(Decimal(str(row["fee"])) - own_fees[uid]) < Decimal("1e-8")
+        assert row["fee"] == own_fees[uid]  # exact: both are DECIMAL(38,18)
     # The position leg holds the position after the fill (the execution's own position size).
     sizes = dict(query(p, "SELECT execution_uid, position_size FROM executions"))
     for uid, row in by_exec.items():
-        assert abs(Decimal(str(row["position_after"])) - sizes[uid]) < Decimal("1e-8")
+        assert row["position_after"] == sizes[uid]
 
 
 def test_position_history_flattens_position_update_events(tmp_path: Path) -> None:
@@ -560,7 +560,7 @@ def test_timestamp_coalescing_order_and_payload_variants(
 
     assert count(p, "tickers") == 2
     rate = query(p, "SELECT funding_rate, bid_size FROM tickers WHERE symbol = 'PF_XBTUSD'")[0]
-    assert rate == (pytest.approx(1.18588737106e-07), 1000.0)
+    assert rate == (Decimal("1.18588737106e-07"), Decimal(1000))  # exact, not a double
     assert count(p, "open_positions") == 1
 
 

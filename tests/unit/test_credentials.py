@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import os
 import stat
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from rich.console import Console
 
 from krakked.config import Paths
 from krakked.credentials import (
@@ -40,6 +42,7 @@ from krakked.errors import (
     RateLimitError,
     SecretsDecryptionError,
     ServiceUnavailableError,
+    UsageError,
 )
 
 FAST_N = 2**10
@@ -496,12 +499,44 @@ def test_no_credentials_message_lists_every_way_to_set_them(
     assert "\n" not in message
     for key_var, secret_var in ENV_VAR_PAIRS[product]:
         assert key_var in message and secret_var in message
-    assert f"[kraken_{product}]" in message
-    assert ".dlt/secrets.toml" in message
+    assert (f"kraken_{product}.api_key and kraken_{product}.api_secret in .dlt/secrets.toml"
+            in message)
     assert "krakked setup" in message
     with pytest.raises(NoCredentialsError) as again:
         Credentials().get(product)
     assert str(again.value) == message
+
+
+@pytest.mark.parametrize("product", ["spot", "futures"])
+def test_no_credentials_message_keeps_the_section_name_on_a_markup_console(
+    cwd: Path, paths: Paths, product: str
+) -> None:
+    # The CLI prints errors through rich, which drops anything that looks like a [style] tag:
+    # a "[kraken_spot]" table header vanished there, leaving "under  in .dlt/secrets.toml".
+    with pytest.raises(NoCredentialsError) as info:
+        load_key_pair(product, env={}, cwd=cwd, paths=paths)
+    console = Console(file=io.StringIO(), width=400, color_system=None)
+    console.print(f"[red]error:[/] {info.value}")
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert f"kraken_{product}.api_key and kraken_{product}.api_secret in" in shown
+    # and the dotted key is what the file takes: a top-level dotted key is the same table
+    write_dlt(cwd, f'kraken_{product}.api_key = "{SPOT_KEY}"\n'
+                   f'kraken_{product}.api_secret = "{SPOT_SECRET}"\n')
+    assert load_key_pair(product, env={}, cwd=cwd, paths=paths).api_key == SPOT_KEY
+
+
+def test_bad_arguments_to_the_credential_api_are_usage_errors(paths: Paths) -> None:
+    pair = KeyPair.create("spot", SPOT_KEY, SPOT_SECRET, "test")
+    with pytest.raises(UsageError, match="unknown product 'options'"):
+        load_key_pair("options", env={}, paths=paths)
+    with pytest.raises(UsageError, match="unknown product"):
+        Credentials().get("margin")
+    with pytest.raises(UsageError, match="holds a spot key pair"):
+        save_secrets(paths.secrets_file, {"futures": pair}, PASSWORD, scrypt_n=FAST_N)
+    with pytest.raises(UsageError, match="scrypt_n must be a power of two"):
+        save_secrets(paths.secrets_file, {"spot": pair}, PASSWORD, scrypt_n=1000)
+    with pytest.raises(UsageError, match="Secret holds a str"):
+        Secret(b"bytes")  # type: ignore[arg-type]
 
 
 # --- describe_sources ------------------------------------------------------------------------

@@ -1,16 +1,20 @@
 """Pieces shared by the account sources: timestamp coalescing, the ``raw_data`` column, value
-normalisation for the warehouse, skip counting, the permission guard and client construction.
+normalisation for the warehouse, skip counting, progress, the permission guard and client
+construction; and, for every dlt pipeline krakked runs (account history and ``krakked export``),
+the translation of dlt's failures into krakked's errors and the telemetry default.
 
-Nothing here talks to dlt except through plain dicts, so every function is testable on its own.
+Only those last two reach into dlt; everything else works on plain dicts, testable on its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -19,25 +23,42 @@ from typing import Any
 
 from krakked.config import Settings, load_settings, resolve_paths
 from krakked.credentials import KeyPair, load_key_pair
-from krakked.errors import ConfigError, KrakenError, PermissionDeniedError
+from krakked.errors import (
+    ConfigError,
+    KrakenError,
+    KrakkedError,
+    PermissionDeniedError,
+    StoreError,
+    StoreLockedError,
+    UsageError,
+)
 from krakked.kraken.futures import FuturesClient
 from krakked.kraken.spot import SpotClient
 
 __all__ = [
     "DECIMAL_COLUMN",
     "PermissionGuard",
+    "ProgressCallback",
+    "ResourceProgress",
     "SkipCounter",
     "coalesce_timestamp",
+    "column_decimal",
     "decimal_columns",
+    "decimal_hints",
+    "destination_error",
+    "destination_errors",
+    "dlt_telemetry_off_unless_chosen",
+    "exception_chain",
     "futures_client",
     "get_path",
     "iso",
     "nonce_directory",
-    "numbers_to_float",
+    "numbers_to_decimal",
     "parse_since",
     "parse_timestamp",
     "permission_guard",
     "raw_data",
+    "report_progress",
     "resource_errors",
     "snake_case",
     "spot_client",
@@ -227,19 +248,57 @@ def to_decimal(value: Any) -> Decimal | None:
     return None
 
 
-def numbers_to_float(record: Mapping[str, Any], keep: Iterable[str] = ()) -> dict[str, Any]:
-    """A copy of ``record`` whose JSON numbers (Decimal, int, float; not bool) are floats,
-    except keys in ``keep``. For payloads where Kraken sends doubles (account log, tickers,
-    open positions), so a column never flips between integer and double."""
+_PLACES = Decimal(1).scaleb(-int(DECIMAL_COLUMN["scale"]))
+_FINEST = -int(DECIMAL_COLUMN["scale"])  # the smallest exponent the column holds
+_TOO_BIG = Decimal(10) ** (int(DECIMAL_COLUMN["precision"]) - int(DECIMAL_COLUMN["scale"]))
+
+
+def column_decimal(value: Any) -> Decimal | None:
+    """A Kraken amount as the exact ``Decimal`` a ``DECIMAL_COLUMN`` stores: every value with
+    up to 18 decimal places unchanged; one with more (a double such as ``1.2345678901234567E-9``)
+    rounded half-even at the 18th place, so a load never fails on it (``raw_data`` keeps what
+    Kraken sent). Blank or unreadable -> None; beyond the column's 20 integer digits -> None
+    with a warning (no amount Kraken sends comes near)."""
+    number = to_decimal(value)
+    if number is None:
+        return None
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < _FINEST:
+        number = number.quantize(_PLACES)
+    if abs(number) >= _TOO_BIG:
+        log.warning("amount %s does not fit DECIMAL(38,18); stored as null (raw_data keeps it)",
+                    number)
+        return None
+    return number
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Decimal | int | float) and not isinstance(value, bool)
+
+
+def numbers_to_decimal(record: Mapping[str, Any], keep: Iterable[str] = ()) -> dict[str, Any]:
+    """A copy of ``record`` whose JSON numbers (Decimal, int, float; not bool) are exact
+    ``column_decimal`` values, except keys in ``keep``. For payloads where Kraken sends amounts
+    as JSON numbers (account log, tickers, open positions): the client decodes them as
+    ``Decimal``, and an integer-looking ``0`` becomes ``Decimal(0)``, so a column never flips
+    between integer and decimal."""
     kept = set(keep)
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        if key not in kept and isinstance(value, Decimal | int | float) and not isinstance(
-                value, bool):
-            out[key] = float(value)
-        else:
-            out[key] = value
-    return out
+    return {key: column_decimal(value) if key not in kept and _is_number(value) else value
+            for key, value in record.items()}
+
+
+def decimal_hints(rows: Iterable[Mapping[str, Any]], known: Iterable[str] = ()
+                  ) -> dict[str, dict[str, Any]]:
+    """``DECIMAL_COLUMN`` hints for every key holding a ``Decimal`` in ``rows`` and not in
+    ``known``: a field Kraken adds later is stored exactly too, not in dlt's default
+    DECIMAL(38,9) (which rounds at the 9th place)."""
+    hinted = set(known)
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key not in hinted and key not in found and isinstance(value, Decimal):
+                found[key] = dict(DECIMAL_COLUMN)
+    return found
 
 
 _CAMEL_1 = re.compile(r"(.)([A-Z][a-z]+)")
@@ -256,6 +315,44 @@ def snake_case(name: str) -> str:
 def decimal_columns(names: Iterable[str]) -> dict[str, dict[str, Any]]:
     """dlt column hints declaring ``names`` exact decimals (``DECIMAL_COLUMN``)."""
     return {name: dict(DECIMAL_COLUMN) for name in names}
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResourceProgress:
+    """Where one resource's run stands after a page: ``pages`` fetched and ``rows`` kept so far,
+    its ``cursor`` (the newest time loaded, ISO), ``done`` once it finished (``error`` says why
+    when it stopped early: permission denied, a Kraken error it kept going past). The runner
+    fills in ``pipeline`` and ``rate_limit_waits`` (calls of this resource that waited on a
+    rate limit)."""
+
+    resource: str
+    pages: int
+    rows: int
+    cursor: str | None = None
+    done: bool = False
+    error: str | None = None
+    rate_limit_waits: int = 0
+    pipeline: str | None = None
+
+
+ProgressCallback = Callable[[ResourceProgress], None]
+"""Called by the sources after every page and once when a resource ends."""
+
+
+def report_progress(callback: ProgressCallback | None, resource: str, pages: int, rows: int,
+                    cursor: str | None = None, *, done: bool = False,
+                    error: str | None = None) -> None:
+    """Tell ``callback`` (if any) where ``resource`` stands; a failing display is logged at
+    DEBUG and never stops a sync."""
+    if callback is None:
+        return
+    try:
+        callback(ResourceProgress(resource, pages, rows, cursor, done, error))
+    except Exception as exc:  # a progress display must not break the data
+        log.debug("progress display failed: %s", exc)
 
 
 # --- skips, permissions, errors ---------------------------------------------------------------
@@ -289,11 +386,18 @@ class SkipCounter:
 class PermissionGuard:
     """Context manager for a resource body: a ``PermissionDeniedError`` inside it is logged as
     ``"<resource>: permission denied (<kraken error>); skipped"`` and swallowed, so the resource
-    yields nothing more while the other resources load; with ``strict`` it propagates."""
+    yields nothing more while the other resources load; with ``strict`` it propagates. The
+    denial is recorded as ``last_error`` in the resource's ``state`` (when given: the resource
+    did not sync, which ``account state`` and the cursor-lag alert see) and reported to
+    ``progress`` as the resource's end."""
 
-    def __init__(self, resource: str, strict: bool = False) -> None:
+    def __init__(self, resource: str, strict: bool = False,
+                 state: MutableMapping[str, Any] | None = None,
+                 progress: ProgressCallback | None = None) -> None:
         self.resource = resource
         self.strict = strict
+        self.state = state
+        self.progress = progress
         self.denied: PermissionDeniedError | None = None
 
     def __enter__(self) -> PermissionGuard:
@@ -304,13 +408,19 @@ class PermissionGuard:
         if not isinstance(exc, PermissionDeniedError) or self.strict:
             return False
         self.denied = exc
-        log.warning("%s: permission denied (%s); skipped", self.resource, _kraken_text(exc))
+        text = f"permission denied ({_kraken_text(exc)})"
+        log.warning("%s: %s; skipped", self.resource, text)
+        if self.state is not None:
+            self.state["last_error"] = {"message": text, "at": iso(datetime.now(UTC))}
+        report_progress(self.progress, self.resource, 0, 0, done=True, error=text)
         return True
 
 
-def permission_guard(resource: str, strict: bool = False) -> PermissionGuard:
+def permission_guard(resource: str, strict: bool = False,
+                     state: MutableMapping[str, Any] | None = None,
+                     progress: ProgressCallback | None = None) -> PermissionGuard:
     """A ``PermissionGuard`` for ``resource`` (see there)."""
-    return PermissionGuard(resource, strict)
+    return PermissionGuard(resource, strict, state, progress)
 
 
 def _kraken_text(exc: KrakenError) -> str:
@@ -363,3 +473,159 @@ def nonce_directory(nonce_dir: str | None, persist: bool = True) -> Path | None:
     if nonce_dir:
         return Path(nonce_dir).expanduser()
     return resolve_paths().nonce_dir if persist else None
+
+
+# --- dlt at the edges -------------------------------------------------------------------------
+
+TELEMETRY_KEY = "runtime.dlthub_telemetry"
+_CONNECT_ERRORS = frozenset({"OperationalError", "InterfaceError", "DestinationConnectionError",
+                             "LoadClientNotConnected"})
+_DRIVER_MODULES = ("psycopg2", "psycopg", "duckdb", "sqlalchemy", "pyodbc", "snowflake",
+                   "google", "clickhouse")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
+
+
+def dlt_telemetry_off_unless_chosen() -> bool:
+    """Keep dlt's anonymous usage telemetry off unless the user turned it on the dlt way
+    (``RUNTIME__DLTHUB_TELEMETRY=true``, ``dlthub_telemetry = true`` under ``runtime`` in
+    ``.dlt/config.toml`` or dlt's global config, ``dlt telemetry enable``): a tool holding
+    people's financial records does not report on them by default. Returns whether telemetry
+    stays on. Call it before a pipeline runs."""
+    import dlt
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
+    from dlt.common.runtime.anon_tracker import disable_anon_tracker
+
+    runtime = Container()[PluggableRunContext].context.runtime_config
+    try:
+        chosen = dlt.config.get(TELEMETRY_KEY)
+    except Exception as exc:  # an unreadable config is dlt's to report; keep telemetry off
+        log.debug("dlt config %s unreadable: %s", TELEMETRY_KEY, exc)
+        chosen = None
+    if chosen is not None:
+        return bool(runtime.dlthub_telemetry)
+    if runtime.dlthub_telemetry:
+        runtime.dlthub_telemetry = False
+        disable_anon_tracker()
+    return False
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc``, what dlt wrapped in it (``PipelineStepFailed.exception``) and its causes and
+    contexts, each once, outermost first."""
+    from dlt.pipeline.exceptions import PipelineStepFailed
+
+    seen: list[BaseException] = []
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop(0)
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        if isinstance(current, PipelineStepFailed):
+            stack.append(current.exception)
+        stack.extend([current.__cause__, current.__context__])
+    return seen
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return _URL_PASSWORD.sub(r"\1:***@", lines[0]) if lines else type(exc).__name__
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of ``exc`` without dlt's boilerplate around a connection failure."""
+    text = _first_line(exc)
+    marker = "The actual reason given is: "
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    return text.split(" See also http", 1)[0].strip()
+
+
+def _missing_config(exc: Any, destination: str) -> str:
+    fields = ", ".join(getattr(exc, "fields", None) or ["a value"])
+    name = destination.strip().lower()
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        return f"destination {destination}: {fields} not configured ({_first_line(exc)})"
+    first = (getattr(exc, "fields", None) or ["credentials"])[0]
+    example = " (e.g. postgresql://user:password@host:5432/database)" if (
+        name == "postgres" and first == "credentials") else ""
+    return (f"destination {name}: {fields} not configured; set "
+            f"DESTINATION__{name.upper()}__{first.upper()}{example} or "
+            f"destination.{name}.{first} in .dlt/secrets.toml")
+
+
+def destination_error(exc: BaseException, destination: str) -> KrakkedError:
+    """The krakked error for a dlt pipeline's failure ``exc`` with ``destination`` (its name as
+    the user gave it), one line naming what was wrong: a krakked error inside it as it is; an
+    unknown destination ``UsageError``; missing configuration or a missing driver
+    ``ConfigError``; a locked DuckDB file ``StoreLockedError``; a database that cannot be
+    reached, refuses the login or does not exist ``StoreError``, like every other failure of
+    the destination; anything else ``KrakkedError``. The cause stays attached (``-v`` shows
+    it); no password of a connection URL is repeated."""
+    from dlt.common.configuration.exceptions import (
+        ConfigFieldMissingException,
+        ConfigurationException,
+    )
+    from dlt.common.destination.exceptions import (
+        DestinationException,
+        InvalidDestinationReference,
+        UnknownDestinationModule,
+    )
+    from dlt.common.exceptions import MissingDependencyException
+    from dlt.pipeline.exceptions import PipelineStepFailed
+
+    chain = exception_chain(exc)
+    for error in chain:
+        if isinstance(error, KrakkedError):
+            return error
+    for error in chain:
+        if isinstance(error, UnknownDestinationModule | InvalidDestinationReference):
+            return UsageError(
+                f"unknown destination {destination!r}: give a dlt destination (duckdb, "
+                "postgres, bigquery, snowflake, clickhouse, motherduck …) or one named in "
+                "dlt's config")
+        if isinstance(error, ConfigFieldMissingException):
+            return ConfigError(_missing_config(error, destination))
+        if isinstance(error, MissingDependencyException):
+            return ConfigError(f"destination {destination}: {_first_line(error)}")
+    for error in chain:
+        if "could not set lock" in str(error).lower():
+            return StoreLockedError(f"destination {destination} is locked by another process: "
+                                    f"{_reason(error)}")
+    for error in chain:
+        module = type(error).__module__.split(".")[0]
+        if type(error).__name__ in _CONNECT_ERRORS and module in ("dlt", *_DRIVER_MODULES):
+            return StoreError(f"destination {destination}: cannot connect: {_reason(error)}")
+    innermost = chain[-1]
+    step = next((e.step for e in chain if isinstance(e, PipelineStepFailed)), None)
+    for error in chain:
+        if isinstance(error, ConfigurationException):
+            return ConfigError(f"destination {destination}: {_first_line(error)}")
+    if step in ("sync", "load") or any(
+            isinstance(e, DestinationException) or type(e).__module__.split(".")[0]
+            in _DRIVER_MODULES for e in chain):
+        return StoreError(f"destination {destination}: {type(innermost).__name__}: "
+                          f"{_first_line(innermost)}")
+    where = f"dlt {step} step" if step else "dlt"
+    return KrakkedError(f"{where} failed: {type(innermost).__name__}: {_first_line(innermost)}")
+
+
+@contextlib.contextmanager
+def destination_errors(destination: str) -> Iterator[None]:
+    """Within it, an exception from dlt, or from a database under it, leaves as
+    ``destination_error(exc, destination)`` (raised from it); krakked's own errors and
+    everything else pass unchanged."""
+    try:
+        yield
+    except KrakkedError:
+        raise
+    except Exception as exc:
+        if not _from_dlt(exc):
+            raise
+        raise destination_error(exc, destination) from exc
+
+
+def _from_dlt(exc: BaseException) -> bool:
+    return any(type(e).__module__.split(".")[0] in ("dlt", *_DRIVER_MODULES)
+               for e in exception_chain(exc))

@@ -35,18 +35,21 @@ from dlt.sources.helpers.rest_client.auth import AuthConfigBase
 from requests import PreparedRequest
 
 from krakked.account.common import (
+    ProgressCallback,
     SkipCounter,
     coalesce_timestamp,
+    column_decimal,
     decimal_columns,
+    decimal_hints,
     iso,
     nonce_directory,
-    numbers_to_float,
+    numbers_to_decimal,
     parse_since,
     parse_timestamp,
     permission_guard,
     raw_data,
+    report_progress,
     snake_case,
-    to_decimal,
     to_ms,
     to_naive_utc,
 )
@@ -95,22 +98,24 @@ POSITION_DECIMALS = ("old_position", "new_position", "old_average_entry_price",
                      "new_average_entry_price", "realized_pnl", "realized_funding", "fee",
                      "execution_price", "execution_size")
 
-ACCOUNT_LOG_DOUBLES = ("fee", "funding_rate", "mark_price", "trade_price", "old_balance",
-                       "new_balance", "old_average_entry_price", "new_average_entry_price",
-                       "realized_pnl", "realized_funding", "conversion_spread_percentage",
-                       "liquidation_fee")
+ACCOUNT_LOG_DECIMALS = ("fee", "funding_rate", "mark_price", "trade_price", "old_balance",
+                        "new_balance", "old_average_entry_price", "new_average_entry_price",
+                        "realized_pnl", "realized_funding", "conversion_spread_percentage",
+                        "liquidation_fee")
+"""Account-log amounts: Kraken sends them as JSON numbers, which the client decodes exactly as
+``Decimal``; stored as ``DECIMAL(38,18)`` like every other amount (any other numeric field
+Kraken adds is hinted the same way when it first appears)."""
 ACCOUNT_LOG_TEXTS = ("date", "booking_uid", "info", "asset", "margin_account", "contract",
                      "execution", "collateral")
 
 
 def _columns(decimals: tuple[str, ...] = (), texts: tuple[str, ...] = (),
-             doubles: tuple[str, ...] = (), bools: tuple[str, ...] = (),
-             times: tuple[str, ...] = ("timestamp",), bigints: tuple[str, ...] = ()
-             ) -> dict[str, dict[str, Any]]:
+             bools: tuple[str, ...] = (), times: tuple[str, ...] = ("timestamp",),
+             bigints: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Column hints, so a column exists with its type even when a load has only nulls in it."""
     hints: dict[str, dict[str, Any]] = decimal_columns(decimals)
-    for names, data_type in ((texts, "text"), (doubles, "double"), (bools, "bool"),
-                             (times, "timestamp"), (bigints, "bigint")):
+    for names, data_type in ((texts, "text"), (bools, "bool"), (times, "timestamp"),
+                             (bigints, "bigint")):
         hints.update({name: {"data_type": data_type} for name in names})
     return hints
 
@@ -126,7 +131,7 @@ POSITION_COLUMNS = _columns(
     texts=("uid", "element_uid", "execution_uid", "account_uid", "tradeable", "position_change",
            "update_reason", "fee_currency", "raw_data"),
     times=("timestamp", "fill_time"))
-ACCOUNT_LOG_COLUMNS = _columns(texts=(*ACCOUNT_LOG_TEXTS, "raw_data"), doubles=ACCOUNT_LOG_DOUBLES,
+ACCOUNT_LOG_COLUMNS = _columns(ACCOUNT_LOG_DECIMALS, texts=(*ACCOUNT_LOG_TEXTS, "raw_data"),
                                bigints=("id",))
 
 FEE_JOIN_SQL = """\
@@ -227,24 +232,24 @@ def execution_row(element: Mapping[str, Any], account_uid: str | None = None) ->
         or ex.get("tradeable"),
         "direction": order.get("direction"),
         "liquidity": side,
-        "quantity": to_decimal(ex.get("quantity")),
-        "price": to_decimal(ex.get("price")),
-        "mark_price": to_decimal(ex.get("markPrice")),
-        "usd_value": to_decimal(ex.get("usdValue")),
+        "quantity": column_decimal(ex.get("quantity")),
+        "price": column_decimal(ex.get("price")),
+        "mark_price": column_decimal(ex.get("markPrice")),
+        "usd_value": column_decimal(ex.get("usdValue")),
         "limit_filled": ex.get("limitFilled"),
-        "fee": to_decimal(data.get("fee")),
-        "position_size": to_decimal(data.get("positionSize")),
+        "fee": column_decimal(data.get("fee")),
+        "position_size": column_decimal(data.get("positionSize")),
         "order_uid": order.get("uid"),
         "order_type": order.get("orderType"),
-        "order_quantity": to_decimal(order.get("quantity")),
-        "order_filled": to_decimal(order.get("filled")),
-        "limit_price": to_decimal(order.get("limitPrice")),
+        "order_quantity": column_decimal(order.get("quantity")),
+        "order_filled": column_decimal(order.get("filled")),
+        "limit_price": column_decimal(order.get("limitPrice")),
         "client_id": order.get("clientId"),
         "reduce_only": order.get("reduceOnly"),
         "account_uid": order.get("accountUid") or account_uid,
         "maker_order_uid": maker.get("uid"),
         "taker_order_uid": taker.get("uid"),
-        "taker_reduced_quantity": to_decimal((body or {}).get("takerReducedQuantity")),
+        "taker_reduced_quantity": column_decimal((body or {}).get("takerReducedQuantity")),
         "raw_data": raw_data(element),
     }
 
@@ -263,7 +268,7 @@ def position_row(element: Mapping[str, Any], account_uid: str | None = None) -> 
     row: Row = {snake_case(str(k)): v for k, v in update.items()}
     for name in POSITION_DECIMALS:
         if name in row:
-            row[name] = to_decimal(row[name])
+            row[name] = column_decimal(row[name])
     if "fill_time" in row:
         fill = parse_timestamp(row["fill_time"])
         row["fill_time"] = to_naive_utc(fill) if fill else None
@@ -275,12 +280,12 @@ def position_row(element: Mapping[str, Any], account_uid: str | None = None) -> 
 
 
 def account_log_row(entry: Mapping[str, Any], account_uid: str | None = None) -> Row | None:
-    """One row for an account-log entry (Kraken's fields, JSON numbers as doubles, ``id`` kept
-    an integer), or None without a usable time."""
+    """One row for an account-log entry (Kraken's fields, JSON numbers as exact decimals, ``id``
+    kept an integer), or None without a usable time."""
     when = coalesce_timestamp(entry, ACCOUNT_LOG_TIME_PATHS)
     if when is None:
         return None
-    row = numbers_to_float(entry, keep=("id",))
+    row = numbers_to_decimal(entry, keep=("id",))
     if "booking_uid" in row:
         row["booking_uid"] = _text(row["booking_uid"])
     row["timestamp"] = to_naive_utc(when)
@@ -290,7 +295,7 @@ def account_log_row(entry: Mapping[str, Any], account_uid: str | None = None) ->
 
 def _snapshot_row(item: Mapping[str, Any], server_time: datetime | None,
                   time_fields: tuple[str, ...]) -> Row:
-    row = numbers_to_float(item)
+    row = numbers_to_decimal(item)
     for name in time_fields:
         if name in row:
             parsed = parse_timestamp(row[name])
@@ -300,16 +305,36 @@ def _snapshot_row(item: Mapping[str, Any], server_time: datetime | None,
     return row
 
 
+def _with_decimal_hints(rows: list[Row], known: Mapping[str, Any]) -> Any:
+    """``rows``, marked with ``DECIMAL(38,18)`` hints for the numeric fields ``known`` (the
+    resource's column hints) does not name, so a field Kraken adds is stored exactly too."""
+    extra = decimal_hints(rows, known)
+    return dlt.mark.with_hints(rows, dlt.mark.make_hints(columns=extra)) if extra else rows
+
+
+def _snapshot(resource: str, payload: Mapping[str, Any], key: str, time_fields: tuple[str, ...],
+              progress: ProgressCallback | None) -> Any:
+    """One snapshot page as rows (amounts exact, hinted), reported to ``progress``."""
+    server_time = parse_timestamp(payload.get("serverTime"))
+    rows = [_snapshot_row(item, server_time, time_fields)
+            for item in _items(payload, (key,)) if isinstance(item, Mapping)]
+    report_progress(progress, resource, 1, len(rows), done=True)
+    return _with_decimal_hints(rows, {})
+
+
 # --- paging -------------------------------------------------------------------------------------
 
 
 class _Run:
-    """What one resource run keeps: ids seen (dedupe within the run), newest time, skips."""
+    """What one resource run keeps: ids seen (dedupe within the run), newest time, skips; it
+    reports each page to ``progress``."""
 
-    def __init__(self, resource: str, key: str, state: State) -> None:
+    def __init__(self, resource: str, key: str, state: State,
+                 progress: ProgressCallback | None = None) -> None:
         self.resource = resource
         self.key = key
         self.state = state
+        self.progress = progress
         self.seen: set[Any] = set()
         self.skips = SkipCounter(resource)
         previous = parse_timestamp(state.get("last_timestamp"))
@@ -340,12 +365,20 @@ class _Run:
             if self.newest is None or stamp > self.newest:
                 self.newest = stamp
         self.rows += len(out)
+        self.report()
         return out
+
+    def report(self, done: bool = False) -> None:
+        """Tell ``progress`` where this run stands (pages, rows, cursor)."""
+        cursor = iso(self.newest) if self.newest is not None else None
+        report_progress(self.progress, self.resource, self.pages, self.rows, cursor, done=done)
 
     def finish(self) -> None:
         self.skips.report()
         if self.newest is not None:
             self.state["last_timestamp"] = iso(self.newest)
+        self.state.pop("last_error", None)  # it synced: an earlier denial no longer holds
+        self.report(done=True)
         log.info("%s: %d new row(s) in %d page(s); last_timestamp %s", self.resource,
                  self.rows, self.pages, self.state.get("last_timestamp"))
 
@@ -522,8 +555,9 @@ def _account_log_by_time(run: _Run, client: FuturesClient, start: datetime | Non
 
 
 def _sync_account_log(client: FuturesClient, state: State, seed: datetime | None, count: int,
-                      paging: str, max_pages: int) -> Iterator[list[Row]]:
-    run = _Run("account_log", "booking_uid", state)
+                      paging: str, max_pages: int, progress: ProgressCallback | None = None
+                      ) -> Iterator[list[Row]]:
+    run = _Run("account_log", "booking_uid", state, progress)
     start = _start(state, seed)
     if paging == "auto" and not state.get("gaps"):
         try:
@@ -567,6 +601,7 @@ def kraken_futures_source(
     account_log_count: int = 500,
     account_log_paging: Literal["auto", "time"] = "auto",
     fallback_max_pages: int = FALLBACK_MAX_PAGES,
+    progress: ProgressCallback | None = None,
 ) -> Any:
     """Kraken Futures account history as five resources: ``executions``, ``account_log``,
     ``position_history`` (incremental, ``merge`` on ``uid`` / ``booking_uid`` / ``uid``) and
@@ -580,6 +615,7 @@ def kraken_futures_source(
     ``page_size`` is the executions / positions ``count``; ``account_log_count`` the account-log
     page. ``account_log_paging``: ``auto`` pages by entry id (time when Kraken sends no ids),
     ``time`` walks back by ``before`` (at most ``fallback_max_pages`` pages a run).
+    ``progress`` is told each resource's pages, rows and cursor after every page and at its end.
     """
     if page_size < 1 or account_log_count < 1 or fallback_max_pages < 0:
         raise ConfigError("page_size and account_log_count must be >= 1, "
@@ -597,21 +633,22 @@ def kraken_futures_source(
         what the account log's ``execution`` names. Cursor: ``last_timestamp`` (inclusive
         ``since``) + ``continuation_token``."""
         state = dlt.current.resource_state()
-        with permission_guard("executions", strict):
-            run = _Run("executions", "uid", state)
+        with permission_guard("executions", strict, state, progress):
+            run = _Run("executions", "uid", state, progress)
             yield from _token_paged(run, api.get_executions, EXECUTION_ITEMS, execution_row,
                                     _start(state, seed), page_size)
             run.finish()
 
     @dlt.resource(name="account_log", write_disposition="merge", primary_key="booking_uid",
                   max_table_nesting=0, columns=ACCOUNT_LOG_COLUMNS)
-    def account_log() -> Iterator[list[Row]]:
+    def account_log() -> Iterator[Any]:
         """Account-log entries (trades' cash and position legs, funding, transfers...). Key
         ``booking_uid``. Cursor: ``last_id`` (``from``), ``last_timestamp``, ``gaps``."""
         state = dlt.current.resource_state()
-        with permission_guard("account_log", strict):
-            yield from _sync_account_log(api, state, seed, account_log_count,
-                                         account_log_paging, fallback_max_pages)
+        with permission_guard("account_log", strict, state, progress):
+            for rows in _sync_account_log(api, state, seed, account_log_count,
+                                          account_log_paging, fallback_max_pages, progress):
+                yield _with_decimal_hints(rows, ACCOUNT_LOG_COLUMNS)
 
     @dlt.resource(name="position_history", write_disposition="merge", primary_key="uid",
                   max_table_nesting=0, columns=POSITION_COLUMNS)
@@ -619,30 +656,29 @@ def kraken_futures_source(
         """Position updates (``event.PositionUpdate`` flattened). Key ``uid`` = the update's
         ``execution_uid``, else the element uid. Cursor as ``executions``."""
         state = dlt.current.resource_state()
-        with permission_guard("position_history", strict):
-            run = _Run("position_history", "uid", state)
+        with permission_guard("position_history", strict, state, progress):
+            run = _Run("position_history", "uid", state, progress)
             yield from _token_paged(run, api.get_position_history, POSITION_ITEMS,
                                     position_row, _start(state, seed), page_size)
             run.finish()
 
     @dlt.resource(name="tickers", write_disposition="replace", primary_key="symbol",
                   max_table_nesting=0)
-    def tickers() -> Iterator[list[Row]]:
-        """Every Futures ticker now (snapshot, replaced each run); key ``symbol``."""
-        with permission_guard("tickers", strict):
+    def tickers() -> Iterator[Any]:
+        """Every Futures ticker now (snapshot, replaced each run); key ``symbol``; prices,
+        sizes and rates as exact decimals."""
+        with permission_guard("tickers", strict, progress=progress):
             payload = api.get_tickers()
-            server_time = parse_timestamp(payload.get("serverTime"))
-            yield [_snapshot_row(t, server_time, ("lastTime",))
-                   for t in _items(payload, ("tickers",)) if isinstance(t, Mapping)]
+            yield _snapshot("tickers", payload, "tickers", ("lastTime",), progress)
 
     @dlt.resource(name="open_positions", write_disposition="replace", max_table_nesting=0)
-    def open_positions() -> Iterator[list[Row]]:
-        """Open positions now (snapshot, replaced each run): side, symbol, price, size..."""
-        with permission_guard("open_positions", strict):
+    def open_positions() -> Iterator[Any]:
+        """Open positions now (snapshot, replaced each run): side, symbol, price, size...
+        (amounts as exact decimals)."""
+        with permission_guard("open_positions", strict, progress=progress):
             payload = api.get_open_positions()
-            server_time = parse_timestamp(payload.get("serverTime"))
-            yield [_snapshot_row(p, server_time, ("fillTime",))
-                   for p in _items(payload, ("openPositions",)) if isinstance(p, Mapping)]
+            yield _snapshot("open_positions", payload, "openPositions", ("fillTime",),
+                            progress)
 
     return executions, account_log, position_history, tickers, open_positions
 

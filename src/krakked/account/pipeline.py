@@ -19,6 +19,9 @@ Promises:
   no cursor yet; without it the first run fetches all the history Kraken serves. On a machine
   without the local working dir (ephemeral runners) the state, schema and run log are restored
   from the destination before anything is extracted, so a run resumes and loads no duplicates.
+* **Progress.** While a run extracts, every page of every resource is reported (pages, rows,
+  rate-limit waits, cursor) to a ``progress`` callback; by default ``ProgressLog`` writes it as
+  INFO lines on ``krakked.account.progress``.
 * **Every run is reported.** One INFO line per resource (rows, cursor), one summary line
   (duration, API requests/retries/rate-limit waits/failures); the dlt trace is loaded to the
   destination (``_trace`` tables, dlt's documented way) together with the run record
@@ -29,9 +32,15 @@ Promises:
   ``account_state``; they are logged on ``krakked.account`` at WARNING (original severity high,
   medium or low) or CRITICAL (a failed run).
 * **Failures.** A run that raises is recorded (status ``failed``), alerted and re-raised as the
-  krakked error that caused it (``RateLimitError``, ``AuthError`` …), with the ``SyncReport``
-  attached as ``exc.sync_report``. Failed load jobs raise only with ``strict``; otherwise they are
-  reported (status ``failed_jobs``, a CRITICAL alert).
+  krakked error that caused it (``RateLimitError``, ``AuthError`` …; dlt's own failures
+  translated by ``krakked.account.common.destination_error``: an unknown destination
+  ``UsageError``, one not configured ``ConfigError``, one that cannot be reached
+  ``StoreError``), with the ``SyncReport`` attached as ``exc.sync_report``. Failed load jobs
+  raise only with ``strict``; otherwise they are reported (status ``failed_jobs``, a CRITICAL
+  alert). State, reset and pipeline creation translate dlt's failures the same way.
+* **Exact amounts.** Every amount column is ``DECIMAL(38,18)``; columns an earlier version
+  created as ``DOUBLE`` (the account log's) are named in a warning with the reset that fixes
+  them. dlt's anonymous telemetry stays off unless the user turned it on.
 """
 
 from __future__ import annotations
@@ -39,10 +48,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,11 +63,26 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.pipeline.helpers import pipeline_drop
 
+from krakked.account.common import (
+    ProgressCallback,
+    ResourceProgress,
+    destination_error,
+    destination_errors,
+    dlt_telemetry_off_unless_chosen,
+    exception_chain,
+)
 from krakked.account.futures import kraken_futures_source
 from krakked.account.spot import kraken_spot_source
 from krakked.config import Settings, load_settings
 from krakked.credentials import KeyPair, load_key_pair
-from krakked.errors import InvalidRequestError, KrakkedError, NoCredentialsError, RateLimitError
+from krakked.errors import (
+    ConfigError,
+    KrakkedError,
+    NoCredentialsError,
+    RateLimitError,
+    StoreError,
+    UsageError,
+)
 
 __all__ = [
     "CURSOR_KEYS",
@@ -74,15 +99,19 @@ __all__ = [
     "THRESHOLDS",
     "TRACE_TABLE",
     "Alert",
+    "ProgressLog",
+    "ResourceProgress",
     "SyncReport",
     "Threshold",
     "account_state",
     "default_duckdb_path",
+    "describe_progress",
     "destination_label",
     "evaluate_alerts",
     "expand_source_kind",
     "make_pipeline",
     "parse_since",
+    "rate_limit_waits",
     "reset_all",
     "reset_resource",
     "run_history",
@@ -176,7 +205,8 @@ THRESHOLDS: dict[str, Threshold] = {
         Threshold("rate_limit_exhausted", "medium", 0,
                   "a rate limit outlasted every retry and ended the run"),
         Threshold("cursor_lag", "medium", 3600,
-                  "seconds between now and a resource's last_timestamp"),
+                  "seconds a resource has not been in sync: since the last run that synced it "
+                  "(a quiet account is in sync), or its last_timestamp if newer"),
         Threshold("slow_run", "low", 300, "seconds a run took"),
         Threshold("token_stale", "medium", 6 * 3600,
                   "seconds the same continuation token has persisted"),
@@ -239,7 +269,10 @@ def evaluate_alerts(
     ``state`` maps resource -> cursor dict (``last_timestamp``, ``continuation_token``) as it
     stands now. Run alerts (run_failed, rate_limit_exhausted, slow_run) look at the last run;
     zero_rows at the last ``limit`` runs (incremental resources only: snapshots such as tickers
-    always have rows); cursor_lag and token_stale at every resource with a cursor.
+    always have rows); cursor_lag and token_stale at every resource with a cursor. A resource
+    is in sync as of the start of the last successful run that synced it without an error
+    (a run that finds nothing new means the account was quiet, not that the data is behind),
+    or as of its ``last_timestamp`` when that is newer; cursor_lag measures from there.
     """
     now = _parse_time(now) or datetime.now(UTC)
     records = [_as_dict(r) for r in history]
@@ -275,12 +308,14 @@ def evaluate_alerts(
     lag_limit = thresholds["cursor_lag"].limit
     stale_limit = thresholds["token_stale"].limit
     for resource, cursor in state.items():
-        stamp = _parse_time(cursor.get("last_timestamp"))
-        if stamp is not None and (now - stamp).total_seconds() > lag_limit:
-            hours = (now - stamp).total_seconds() / 3600
+        stamps = [t for t in (_parse_time(cursor.get("last_timestamp")),
+                              _last_clean_sync(records, resource)) if t is not None]
+        in_sync = max(stamps) if stamps else None
+        if in_sync is not None and (now - in_sync).total_seconds() > lag_limit:
+            hours = (now - in_sync).total_seconds() / 3600
             alerts.append(_alert(
-                "cursor_lag", f"{resource}: cursor {stamp.isoformat()} is {hours:.1f} h behind "
-                f"(over {lag_limit / 3600:g} h)", thresholds, resource))
+                "cursor_lag", f"{resource}: in sync only up to {in_sync.isoformat()}, "
+                f"{hours:.1f} h behind (over {lag_limit / 3600:g} h)", thresholds, resource))
         token = cursor.get("continuation_token")
         if token:
             since = _token_since(records, resource, token)
@@ -291,6 +326,16 @@ def evaluate_alerts(
                     f"{hours:.1f} h (over {stale_limit / 3600:g} h; paging may be stuck)",
                     thresholds, resource))
     return alerts
+
+
+def _last_clean_sync(records: Sequence[Mapping[str, Any]], resource: str) -> datetime | None:
+    """When the newest successful run that synced ``resource`` without an error started (its
+    data is complete up to then), or None."""
+    for record in reversed(records):
+        cursor = (record.get("cursors") or {}).get(resource)
+        if record.get("status") == "ok" and cursor is not None and not cursor.get("error"):
+            return _parse_time(record.get("started_at"))
+    return None
 
 
 def _token_since(records: Sequence[Mapping[str, Any]], resource: str, token: str
@@ -306,6 +351,79 @@ def _token_since(records: Sequence[Mapping[str, Any]], resource: str, token: str
             break
         since = _parse_time(record.get("finished_at")) or since
     return since
+
+
+# --- progress -------------------------------------------------------------------------------
+
+progress_log = logging.getLogger("krakked.account.progress")
+
+
+def rate_limit_waits(counters: Mapping[str, Any]) -> int:
+    """How many calls waited on a rate limit, read from a client's ``stats.to_dict()`` or a
+    run's ``api`` counters: ``rate_limit_waits`` (the client's own limiter made a call wait)
+    where the client counts it, else ``rate_limited`` (Kraken told it to wait). The one place
+    that reads the figure, for the progress display and the run summary."""
+    value = counters.get("rate_limit_waits", counters.get("rate_limited", 0))
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def describe_progress(event: ResourceProgress) -> str:
+    """One line for a resource's progress: ``kraken_futures.executions: 3 pages, 150 rows,
+    0 rate-limit waits, cursor 2026-…`` (``; done`` or ``; stopped: <error>`` at its end)."""
+    name = f"{event.pipeline}.{event.resource}" if event.pipeline else event.resource
+    text = (f"{name}: {event.pages} page{'s' if event.pages != 1 else ''}, {event.rows} rows, "
+            f"{event.rate_limit_waits} rate-limit waits, cursor {event.cursor or '-'}")
+    if event.error:
+        return f"{text}; stopped: {event.error}"
+    return f"{text}; done" if event.done else text
+
+
+class ProgressLog:
+    """Progress as INFO lines on ``krakked.account.progress`` (what a sync shows when no
+    terminal is watching): per resource at most one line every ``interval`` seconds while it
+    runs, and always one when it ends."""
+
+    def __init__(self, interval: float = 5.0, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[tuple[str | None, str], float] = {}
+
+    def __call__(self, event: ResourceProgress) -> None:
+        key = (event.pipeline, event.resource)
+        now = self.clock()
+        if not event.done and now - self._last.get(key, -math.inf) < self.interval:
+            return
+        self._last[key] = now
+        progress_log.info("%s", describe_progress(event))
+
+
+class _ProgressRelay:
+    """Passes the sources' progress on with the pipeline's name and each resource's rate-limit
+    waits: the client's count since the previous page is credited to the resource whose page
+    that was (calls are made one at a time). Pages, rows and cursor never go backwards."""
+
+    def __init__(self, pipeline: str, client: Any, target: ProgressCallback) -> None:
+        self.pipeline = pipeline
+        self.client = client
+        self.target = target
+        self.last_waits = rate_limit_waits(_client_stats(client))
+        self.waits: dict[str, int] = {}
+        self.seen: dict[str, ResourceProgress] = {}
+
+    def __call__(self, event: ResourceProgress) -> None:
+        waits = rate_limit_waits(_client_stats(self.client))
+        self.waits[event.resource] = self.waits.get(event.resource, 0) + max(
+            0, waits - self.last_waits)
+        self.last_waits = waits
+        before = self.seen.get(event.resource)
+        merged = replace(
+            event, pipeline=self.pipeline, rate_limit_waits=self.waits[event.resource],
+            pages=max(event.pages, before.pages if before else 0),
+            rows=max(event.rows, before.rows if before else 0),
+            cursor=event.cursor or (before.cursor if before else None))
+        self.seen[event.resource] = merged
+        self.target(merged)
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -397,24 +515,33 @@ def expand_source_kind(source: str | None) -> tuple[str, ...]:
     if source == "all":
         return ("futures", "spot")
     if source not in PIPELINES:
-        raise InvalidRequestError(
+        raise UsageError(
             f"unknown source {source!r}; expected one of {', '.join(SOURCE_KINDS)}")
     return (source,)
+
+
+def _one_kind(source: str | None) -> str:
+    """``source`` as one kind (``futures`` / ``spot``); ``all`` is refused where one is meant."""
+    kinds = expand_source_kind(source)
+    if len(kinds) != 1:
+        raise UsageError(f"source {source!r} names {len(kinds)} sources; give one of "
+                         f"{', '.join(PIPELINES)} here")
+    return kinds[0]
 
 
 def validate_resources(source_kind: str, resources: Iterable[str] | None) -> tuple[str, ...]:
     """The resources to run (all of the kind's when None/empty), in load order, deduplicated.
 
-    Raises ``InvalidRequestError`` naming the unknown names and listing the valid ones.
+    Raises ``UsageError`` naming the unknown names and listing the valid ones.
     """
-    (kind,) = expand_source_kind(source_kind)
+    kind = _one_kind(source_kind)
     known = RESOURCES[kind]
     wanted = [r.strip() for r in (resources or ()) if r and r.strip()]
     if not wanted:
         return known
     unknown = [r for r in dict.fromkeys(wanted) if r not in known]
     if unknown:
-        raise InvalidRequestError(
+        raise UsageError(
             f"unknown {kind} resource(s) {', '.join(unknown)}; valid: {', '.join(known)}")
     return tuple(r for r in known if r in wanted)
 
@@ -422,13 +549,13 @@ def validate_resources(source_kind: str, resources: Iterable[str] | None) -> tup
 def parse_since(since: str | datetime | None) -> datetime | None:
     """``--since`` as an aware UTC datetime (naive input is taken as UTC); None passes through.
 
-    Raises ``InvalidRequestError`` for text that is not ISO 8601.
+    Raises ``UsageError`` for text that is not ISO 8601.
     """
     if since is None or (isinstance(since, str) and not since.strip()):
         return None
     parsed = _parse_time(since) if not isinstance(since, int | float) else None
     if parsed is None:
-        raise InvalidRequestError(
+        raise UsageError(
             f"--since {since!r} is not an ISO 8601 time (e.g. 2024-01-01T00:00:00Z)")
     return parsed.astimezone(UTC)
 
@@ -449,15 +576,17 @@ def _now_of(now: Callable[[], datetime] | datetime | None) -> datetime:
 
 def default_duckdb_path(source_kind: str, settings: Settings) -> Path:
     """``<data_dir>/kraken_futures_account.duckdb`` (resp. spot): see ``DUCKDB_FILES``."""
-    (kind,) = expand_source_kind(source_kind)
+    kind = _one_kind(source_kind)
     return settings.paths.data_dir / DUCKDB_FILES[kind]
 
 
-DUCKDB_CONFIG: dict[str, Any] = {"memory_limit": "100MB"}
+DUCKDB_CONFIG: dict[str, Any] = {"memory_limit": "90MB"}
 """Settings of the default DuckDB destination. A bounded memory (DuckDB spills to disk beyond
 it) keeps a sync of any size flat on a laptop: unbounded, merging a first sync of 100,000
 executions takes ~550 MB in DuckDB alone; bounded, the merge is slower (it spills) but the
-process stays near 400 MB (``bench/account.py``)."""
+process stays under 400 MB (``bench/account.py``). 90 MB since the account log's amounts became
+DECIMAL(38,18) (16 bytes a value, DOUBLE's 8): at 100 MB its merge of 100,000 entries peaked at
+~402 MB; at 90 MB ~394 MB, for a few seconds more."""
 
 
 def _destination(source_kind: str, destination: str | Destination | None,
@@ -483,19 +612,23 @@ def make_pipeline(
     """The dlt pipeline of ``source_kind``: name and dataset ``kraken_futures`` /
     ``kraken_spot``, working dir under ``pipelines_dir`` (default
     ``settings.paths.dlt_pipelines_dir``), destination the default DuckDB file unless another
-    is named (configured the dlt way). ``dev_mode`` gives dlt's fresh dataset and state."""
-    (kind,) = expand_source_kind(source_kind)
+    is named (configured the dlt way). ``dev_mode`` gives dlt's fresh dataset and state.
+    dlt's anonymous telemetry stays off unless the user turned it on
+    (``dlt_telemetry_off_unless_chosen``). An unknown destination raises ``UsageError``."""
+    kind = _one_kind(source_kind)
     name = PIPELINES[kind][0]
     directory = Path(pipelines_dir) if pipelines_dir is not None else (
         settings.paths.dlt_pipelines_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    return dlt.pipeline(
-        pipeline_name=name,
-        pipelines_dir=str(directory),
-        destination=_destination(kind, destination, settings),
-        dataset_name=name,
-        dev_mode=dev_mode,
-    )
+    dlt_telemetry_off_unless_chosen()
+    with destination_errors(destination_label(kind, destination, settings)):
+        return dlt.pipeline(
+            pipeline_name=name,
+            pipelines_dir=str(directory),
+            destination=_destination(kind, destination, settings),
+            dataset_name=name,
+            dev_mode=dev_mode,
+        )
 
 
 def destination_label(source_kind: str, destination: str | Destination | None,
@@ -734,25 +867,52 @@ def _load_monitoring(pipeline: dlt.Pipeline, trace: Any, record: Mapping[str, An
     return True
 
 
+# --- columns written by an earlier version ---------------------------------------------------
+
+
+def _warn_inexact_columns(pipeline: dlt.Pipeline, source: Any, selected: Sequence[str]
+                          ) -> dict[str, list[str]]:
+    """Warn about destination columns holding amounts as floating point (an earlier krakked
+    stored the Futures account log as DOUBLE): dlt never changes a column's type, so new
+    amounts would be rounded there too until the resource is reset. Returns {table: columns}."""
+    wanted: dict[str, list[str]] = {}
+    for name in selected:
+        resource = source.resources.get(name) if hasattr(source, "resources") else None
+        hints = getattr(resource, "columns", None)
+        if isinstance(hints, Mapping):
+            decimals = [c for c, h in hints.items() if (h or {}).get("data_type") == "decimal"]
+            if decimals:
+                wanted[name] = decimals
+    if not wanted:
+        return {}
+    found: dict[str, list[str]] = {}
+    try:
+        with pipeline.destination_client() as client:
+            if not hasattr(client, "get_storage_tables"):
+                return {}
+            for table, columns in client.get_storage_tables(list(wanted)):
+                stored = {str(k).lower(): v for k, v in columns.items()}
+                inexact = [c for c in wanted.get(table, [])
+                           if (stored.get(c) or {}).get("data_type") in ("double", "bigint")]
+                if inexact:
+                    found[table] = inexact
+    except Exception as exc:  # a check that cannot run must not fail a good sync
+        log.debug("column types at the destination unavailable: %s", exc)
+        return {}
+    for table, columns in found.items():
+        log.warning(
+            "%s.%s: columns %s hold amounts as floating point (written by an earlier krakked); "
+            "new rows are rounded there too. Run `krakked account reset %s` (--source %s) and "
+            "sync again to store them exactly", pipeline.pipeline_name, table,
+            ", ".join(columns), table, pipeline.pipeline_name.removeprefix("kraken_"))
+    return found
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop(0)
-        if current is None or any(current is s for s in seen):
-            continue
-        seen.append(current)
-        if isinstance(current, PipelineStepFailed):
-            stack.append(current.exception)
-        stack.extend([current.__cause__, current.__context__])
-    return seen
-
-
 def _krakked_cause(exc: BaseException) -> KrakkedError | None:
-    return next((e for e in _chain(exc) if isinstance(e, KrakkedError)), None)
+    return next((e for e in exception_chain(exc) if isinstance(e, KrakkedError)), None)
 
 
 def _short_error(exc: BaseException) -> str:
@@ -802,9 +962,9 @@ def _log_report(report: SyncReport) -> None:
         log.info("%s.%s: %d rows; %s", report.pipeline, name, res.get("rows", 0), cursor)
     api = report.api
     log.info(
-        "%s: %s in %.1f s to %s; api requests=%s retries=%s rate_limited=%s failures=%s%s",
+        "%s: %s in %.1f s to %s; api requests=%s retries=%s rate-limit waits=%s failures=%s%s",
         report.pipeline, report.status, report.duration_seconds, report.destination,
-        api.get("requests", 0), api.get("retries", 0), api.get("rate_limited", 0),
+        api.get("requests", 0), api.get("retries", 0), rate_limit_waits(api),
         api.get("failures", 0),
         f" errors={api.get('by_error')}" if api.get("by_error") else "",
     )
@@ -827,22 +987,27 @@ def run_sync(
     monotonic: Callable[[], float] = time.monotonic,
     pipelines_dir: Path | str | None = None,
     source_options: Mapping[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> SyncReport:
     """Run one account-history sync and return its report.
 
-    Validates ``resources`` (``InvalidRequestError`` lists the valid names) and ``since``, finds
+    Validates ``resources`` (``UsageError`` lists the valid names) and ``since``, finds
     the key pair (``NoCredentialsError`` says every way to set one; a region profile without
     Futures only earns a warning), restores state from the destination when the local working
     dir is new, extracts and loads the selected resources, then reports rows, duration, cursors
     and API counters, appends the run to the run log, loads the trace and run record to the
     destination and evaluates the alerts. ``client`` (with ``credentials``) replaces the client
     built from the key pair; ``now``/``monotonic`` are the clocks (tests); ``source_options``
-    are passed to the source factory over ``SOURCE_OPTIONS`` (e.g. ``page_size``). A failed
-    run is recorded and its krakked error re-raised with ``sync_report`` attached; failed load
+    are passed to the source factory over ``SOURCE_OPTIONS`` (e.g. ``page_size``).
+    ``progress`` is told, after every page and at each resource's end, its pages, rows,
+    rate-limit waits and cursor (default: ``ProgressLog``, log lines). A failed run is recorded
+    and re-raised as a krakked error with ``sync_report`` attached — Kraken's own, or dlt's
+    translated by ``destination_error`` (an unknown destination ``UsageError``, a destination
+    not configured ``ConfigError``, one that cannot be reached ``StoreError``); failed load
     jobs raise only with ``strict``.
     """
     settings = settings or load_settings()
-    (kind,) = expand_source_kind(source_kind)
+    kind = _one_kind(source_kind)
     selected = validate_resources(kind, resources)
     since_at = parse_since(since)
     pipeline_name, factory = PIPELINES[kind]
@@ -861,7 +1026,7 @@ def run_sync(
     try:
         return _run(kind, pipeline_name, factory, selected, since_at, strict, destination,
                     dev_mode, settings, credentials, client, now, monotonic, pipelines_dir,
-                    dict(source_options or {}))
+                    dict(source_options or {}), progress or ProgressLog())
     finally:
         if owned_client is not None:
             owned_client.close()
@@ -873,12 +1038,15 @@ def _run(
     dev_mode: bool, settings: Settings, credentials: KeyPair | None, client: Any,
     now: Callable[[], datetime] | datetime | None, monotonic: Callable[[], float],
     pipelines_dir: Path | str | None, source_options: dict[str, Any],
+    progress: ProgressCallback,
 ) -> SyncReport:
     pipeline = make_pipeline(kind, destination=destination, settings=settings,
                              dev_mode=dev_mode, pipelines_dir=pipelines_dir)
+    label = destination_label(kind, destination, settings)
     options = {**SOURCE_OPTIONS.get(kind, {}), **source_options}
     source = factory(credentials, client=client, settings=settings, since=since_at,
-                     strict=strict, **options)
+                     strict=strict, progress=_ProgressRelay(pipeline_name, client, progress),
+                     **options)
     source = source.with_resources(*selected)
 
     stats_before = _client_stats(client)
@@ -911,10 +1079,16 @@ def _run(
     }
     api = _stats_delta(stats_before, _client_stats(client))
     failed_jobs = _failed_job_count(info)
+    raised: KrakkedError | None = None
+    translated = False
+    if error is not None:
+        raised = _krakked_cause(error)
+        if raised is None:
+            raised, translated = destination_error(error, label), True
     report = SyncReport(
         pipeline=pipeline_name,
         source=kind,
-        destination=destination_label(kind, destination, settings),
+        destination=label,
         dataset=pipeline.dataset_name,
         run_id=uuid.uuid4().hex,
         started_at=started_at,
@@ -924,8 +1098,8 @@ def _run(
         resources=resources_out,
         api=api,
         load_info=_load_info_dict(info),
-        error=_short_error(error) if error is not None else None,
-        error_chain=[type(e).__name__ for e in _chain(error)] if error is not None else [],
+        error=_short_error(raised) if raised is not None else None,
+        error_chain=[type(e).__name__ for e in exception_chain(error)] if error is not None else [],
         failed_jobs=failed_jobs,
         incremental=incremental,
     )
@@ -940,15 +1114,21 @@ def _run(
     history[-1] = record
     if not dev_mode:
         _write_local_runs(pipeline, history)
-    _load_monitoring(pipeline, trace, record)
+    if isinstance(raised, UsageError | ConfigError | StoreError):
+        log.debug("%s: trace and run record not loaded: the destination failed (%s)",
+                  pipeline_name, raised)
+    else:
+        _load_monitoring(pipeline, trace, record)
+    if status != "failed":
+        _warn_inexact_columns(pipeline, source, selected)
     _log_report(report)
 
-    if error is not None:
-        cause = _krakked_cause(error)
-        target: BaseException = cause if cause is not None else error
+    if raised is not None:
         with contextlib.suppress(AttributeError):
-            target.sync_report = report  # type: ignore[attr-defined]
-        raise target  # the krakked error itself (the CLI maps it); dlt's wrapper is in the trace
+            raised.sync_report = report  # type: ignore[attr-defined]
+        if translated:
+            raise raised from error  # dlt's failure, translated; the original stays attached
+        raise raised  # the krakked error itself (the CLI maps it); dlt's wrapper is in the trace
     return report
 
 
@@ -975,12 +1155,12 @@ def run_syncs(
         unknown = [r for r in wanted if r not in known]
         if unknown:
             valid = "; ".join(f"{k}: {', '.join(RESOURCES[k])}" for k in kinds)
-            raise InvalidRequestError(f"unknown resource(s) {', '.join(unknown)}; valid: {valid}")
+            raise UsageError(f"unknown resource(s) {', '.join(unknown)}; valid: {valid}")
         plan = [(k, validate_resources(k, [r for r in wanted if r in RESOURCES[k]]))
                 for k in kinds if any(r in RESOURCES[k] for r in wanted)]
     if len(plan) > 1 and (kwargs.get("client") is not None
                           or kwargs.get("credentials") is not None):
-        raise InvalidRequestError("client and credentials belong to one source; "
+        raise UsageError("client and credentials belong to one source; "
                                   "run each source with run_sync instead")
     if len(plan) > 1:
         for kind, selected in plan:
@@ -995,7 +1175,7 @@ def run_syncs(
 def _open_existing(source_kind: str, settings: Settings, destination: str | Destination | None,
                    pipelines_dir: Path | str | None) -> dlt.Pipeline | None:
     """The pipeline, synced with its destination; None when nothing exists anywhere yet."""
-    (kind,) = expand_source_kind(source_kind)
+    kind = _one_kind(source_kind)
     directory = Path(pipelines_dir) if pipelines_dir is not None else (
         settings.paths.dlt_pipelines_dir)
     local = directory / PIPELINES[kind][0]
@@ -1005,7 +1185,8 @@ def _open_existing(source_kind: str, settings: Settings, destination: str | Dest
         return None
     pipeline = make_pipeline(kind, destination=destination, settings=settings,
                              pipelines_dir=pipelines_dir)
-    pipeline.sync_destination()
+    with destination_errors(destination_label(kind, destination, settings)):
+        pipeline.sync_destination()
     return pipeline
 
 
@@ -1039,7 +1220,7 @@ def account_state(
     hold now and the last ``runs`` runs. State is restored from the destination first, so this
     works on a fresh machine; nothing is created when nothing was ever synced."""
     settings = settings or load_settings()
-    (kind,) = expand_source_kind(source_kind)
+    kind = _one_kind(source_kind)
     name = PIPELINES[kind][0]
     pipeline = _open_existing(kind, settings, destination, pipelines_dir)
     out: dict[str, Any] = {"pipeline": name, "source": kind, "dataset": name,
@@ -1079,15 +1260,16 @@ def reset_resource(
     and locally (dlt's drop, as ``dlt pipeline <name> drop <resource>``); the next sync of it
     starts over. Returns what was dropped (empty when nothing was ever synced)."""
     settings = settings or load_settings()
-    (kind,) = expand_source_kind(source_kind)
+    kind = _one_kind(source_kind)
     (resource,) = validate_resources(kind, [resource])
     pipeline = _open_existing(kind, settings, destination, pipelines_dir)
     if pipeline is None or not pipeline.default_schema_name:
         return {"pipeline": PIPELINES[kind][0], "resource": resource, "tables": [],
                 "state": []}
-    drop = pipeline_drop(pipeline, resources=[resource])
-    info = drop.info
-    drop()
+    with destination_errors(destination_label(kind, destination, settings)):
+        drop = pipeline_drop(pipeline, resources=[resource])
+        info = drop.info
+        drop()
     log.info("%s: reset %s (tables %s; state %s)", pipeline.pipeline_name, resource,
              ", ".join(info["tables"]) or "none", ", ".join(info["resource_states"]) or "none")
     return {"pipeline": pipeline.pipeline_name, "resource": resource,
@@ -1104,13 +1286,14 @@ def reset_all(
     """Drop every table and all resource state of the pipeline, in the destination and locally
     (as ``dlt pipeline <name> drop --drop-all``), and forget the local run log."""
     settings = settings or load_settings()
-    (kind,) = expand_source_kind(source_kind)
+    kind = _one_kind(source_kind)
     pipeline = _open_existing(kind, settings, destination, pipelines_dir)
     if pipeline is None or not pipeline.default_schema_name:
         return {"pipeline": PIPELINES[kind][0], "tables": [], "state": []}
-    drop = pipeline_drop(pipeline, drop_all=True)
-    info = drop.info
-    drop()
+    with destination_errors(destination_label(kind, destination, settings)):
+        drop = pipeline_drop(pipeline, drop_all=True)
+        info = drop.info
+        drop()
     with contextlib.suppress(FileNotFoundError):
         _runs_file(pipeline).unlink()
     log.info("%s: dropped all data and state (%d tables)", pipeline.pipeline_name,

@@ -36,7 +36,9 @@ from dlt.sources.helpers.rest_client.auth import AuthConfigBase
 from requests import PreparedRequest
 
 from krakked.account.common import (
+    ProgressCallback,
     SkipCounter,
+    column_decimal,
     decimal_columns,
     iso,
     nonce_directory,
@@ -44,6 +46,7 @@ from krakked.account.common import (
     parse_timestamp,
     permission_guard,
     raw_data,
+    report_progress,
     to_decimal,
     to_naive_utc,
 )
@@ -84,7 +87,7 @@ def _utcnow() -> datetime:
 def _decimals(row: Row, names: tuple[str, ...]) -> Row:
     for name in names:
         if name in row:
-            row[name] = to_decimal(row[name])
+            row[name] = column_decimal(row[name])
     return row
 
 
@@ -159,11 +162,14 @@ WITHDRAWALS = _Kind("withdrawals", "refid", "withdraw", "time", funding_row, FUN
 
 
 class _Run:
-    """One resource run: ids seen, the newest and oldest times, skips, and the state."""
+    """One resource run: ids seen, the newest and oldest times, skips, and the state; it reports
+    each page to ``progress``."""
 
-    def __init__(self, kind: _Kind, state: State) -> None:
+    def __init__(self, kind: _Kind, state: State, progress: ProgressCallback | None = None
+                 ) -> None:
         self.kind = kind
         self.state = state
+        self.progress = progress
         self.seen: set[str] = set()
         self.skips = SkipCounter(kind.resource)
         previous = parse_timestamp(state.get("last_timestamp"))
@@ -195,13 +201,21 @@ class _Run:
                 self.newest = row["timestamp"]
             out.append(row)
         self.rows += len(out)
+        self.report()
         return out
+
+    def report(self, done: bool = False, error: str | None = None) -> None:
+        """Tell ``progress`` where this run stands (pages, rows, cursor)."""
+        cursor = iso(self.newest) if self.newest is not None else None
+        report_progress(self.progress, self.kind.resource, self.pages, self.rows, cursor,
+                        done=done, error=error)
 
     def finish(self) -> None:
         self.skips.report()
         if self.newest is not None:
             self.state["last_timestamp"] = iso(self.newest)
         self.state["last_error"] = None
+        self.report(done=True)
         log.info("%s: %d new row(s) in %d page(s); last_timestamp %s", self.kind.resource,
                  self.rows, self.pages, self.state.get("last_timestamp"))
 
@@ -282,10 +296,11 @@ def _cursor_paged(run: _Run, fetch: Callable[..., Any], start: str | None) -> It
 
 
 def _incremental(kind: _Kind, fetch: Callable[..., Any], pager: Callable[..., Iterator[Any]],
-                 seed: datetime | None, overlap: float, strict: bool) -> Iterator[list[Row]]:
+                 seed: datetime | None, overlap: float, strict: bool,
+                 progress: ProgressCallback | None = None) -> Iterator[list[Row]]:
     state = dlt.current.resource_state()
-    run = _Run(kind, state)
-    with permission_guard(kind.resource, strict):
+    run = _Run(kind, state, progress)
+    with permission_guard(kind.resource, strict, state, progress):
         try:
             yield from pager(run, fetch, _start(state, seed, overlap))
         except PermissionDeniedError:
@@ -298,6 +313,7 @@ def _incremental(kind: _Kind, fetch: Callable[..., Any], pager: Callable[..., It
                       state.get("last_timestamp"))
             state["last_error"] = {"message": str(exc), "at": iso(_utcnow()),
                                    "rows_kept": run.rows}
+            run.report(done=True, error=str(exc))
             return
         run.finish()
 
@@ -324,6 +340,7 @@ def kraken_spot_source(
     since: datetime | str | None = None,
     strict: bool = False,
     overlap_seconds: float = 60.0,
+    progress: ProgressCallback | None = None,
 ) -> Any:
     """Kraken Spot account history as six resources: ``balances`` (snapshot, ``replace``, key
     ``asset``), ``ledgers`` (key ``ledger_id``), ``trades_history`` and ``closed_orders`` (key
@@ -335,7 +352,8 @@ def kraken_spot_source(
     raises ``NoCredentialsError`` saying how to set it); ``client`` replaces the client. ``since``
     seeds a resource's first run only (none = all history). Later runs ask for entries after
     ``last_timestamp - overlap_seconds`` (overlap is merged away). ``strict`` makes a permission
-    denied or a failed call fail the run instead of being logged and recorded.
+    denied or a failed call fail the run instead of being logged and recorded. ``progress``
+    is told each resource's pages, rows and cursor after every page and at its end.
     """
     if overlap_seconds < 0:
         raise ConfigError("overlap_seconds must be >= 0")
@@ -347,7 +365,7 @@ def kraken_spot_source(
     def balances() -> Iterator[list[Row]]:
         """Balance per asset now (snapshot): ``balance`` and, where BalanceEx answers,
         ``hold_trade``, ``credit``, ``credit_used`` and ``available``."""
-        with permission_guard("balances", strict):
+        with permission_guard("balances", strict, progress=progress):
             plain = api.get_balance() or {}
             extended: Mapping[str, Any] = {}
             try:
@@ -361,17 +379,18 @@ def kraken_spot_source(
             for asset in sorted(set(plain) | set(extended)):
                 ex = extended.get(asset)
                 ex = ex if isinstance(ex, Mapping) else {}
-                balance = to_decimal(ex.get("balance", plain.get(asset)))
+                balance = column_decimal(ex.get("balance", plain.get(asset)))
                 row: Row = {"asset": asset, "balance": balance,
-                            "hold_trade": to_decimal(ex.get("hold_trade")),
-                            "credit": to_decimal(ex.get("credit")),
-                            "credit_used": to_decimal(ex.get("credit_used"))}
+                            "hold_trade": column_decimal(ex.get("hold_trade")),
+                            "credit": column_decimal(ex.get("credit")),
+                            "credit_used": column_decimal(ex.get("credit_used"))}
                 row["available"] = (None if balance is None else balance
                                     + (row["credit"] or 0) - (row["credit_used"] or 0)
                                     - (row["hold_trade"] or 0))
                 row["timestamp"] = now
                 row["raw_data"] = raw_data({"balance": plain.get(asset), "balance_ex": ex or None})
                 rows.append(row)
+            report_progress(progress, "balances", 1, len(rows), done=True)
             yield rows
 
     @dlt.resource(name="ledgers", write_disposition="merge", primary_key="ledger_id",
@@ -380,14 +399,14 @@ def kraken_spot_source(
         """Ledger entries (every balance change). Key ``ledger_id``; ``refid`` links trades,
         deposits and withdrawals. Cursor ``last_timestamp`` (``start``)."""
         yield from _incremental(LEDGERS, api.get_ledgers, _ofs_paged, seed, overlap_seconds,
-                                strict)
+                                strict, progress)
 
     @dlt.resource(name="trades_history", write_disposition="merge", primary_key="txid",
                   max_table_nesting=0, columns=decimal_columns(TRADE_DECIMALS))
     def trades_history() -> Iterator[list[Row]]:
         """Own trades (TradesHistory). Key ``txid``. Cursor ``last_timestamp`` (``start``)."""
         yield from _incremental(TRADES, api.get_trades_history, _ofs_paged, seed,
-                                overlap_seconds, strict)
+                                overlap_seconds, strict, progress)
 
     @dlt.resource(name="closed_orders", write_disposition="merge", primary_key="txid",
                   max_table_nesting=0,
@@ -397,21 +416,21 @@ def kraken_spot_source(
         """Closed and canceled orders by close time. Key ``txid``; ``timestamp`` = close time.
         Cursor ``last_timestamp`` (``start`` with ``closetime=close``)."""
         yield from _incremental(ORDERS, api.get_closed_orders, _ofs_paged, seed,
-                                overlap_seconds, strict)
+                                overlap_seconds, strict, progress)
 
     @dlt.resource(name="deposits", write_disposition="merge", primary_key="refid",
                   max_table_nesting=0, columns=decimal_columns(FUNDING_DECIMALS))
     def deposits() -> Iterator[list[Row]]:
         """Deposits (DepositStatus). Key ``refid``. Cursor ``last_timestamp`` (``start``)."""
         yield from _incremental(DEPOSITS, api.get_deposit_status, _cursor_paged, seed,
-                                overlap_seconds, strict)
+                                overlap_seconds, strict, progress)
 
     @dlt.resource(name="withdrawals", write_disposition="merge", primary_key="refid",
                   max_table_nesting=0, columns=decimal_columns(FUNDING_DECIMALS))
     def withdrawals() -> Iterator[list[Row]]:
         """Withdrawals (WithdrawStatus). Key ``refid``. Cursor ``last_timestamp``."""
         yield from _incremental(WITHDRAWALS, api.get_withdraw_status, _cursor_paged, seed,
-                                overlap_seconds, strict)
+                                overlap_seconds, strict, progress)
 
     return balances, ledgers, trades_history, closed_orders, deposits, withdrawals
 

@@ -6,7 +6,9 @@ cursor in the pipeline's state (``last_timestamp`` per resource, stored at the d
 the data) minus an overlap of one day, and the destination merges on the natural keys — so a
 candle replaced in the store by a later, fuller version (the volume rule) is re-sent and merged,
 and nothing is duplicated. The destination is configured the dlt way (``.dlt/secrets.toml`` or
-``DESTINATION__<NAME>__CREDENTIALS``…).
+``DESTINATION__<NAME>__CREDENTIALS``…); dlt's failures leave as krakked errors (see
+``krakked.account.common.destination_error``) and dlt's telemetry stays off unless the user
+turned it on.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import dlt
 import pyarrow as pa
 
+from krakked.account.common import destination_errors, dlt_telemetry_off_unless_chosen
 from krakked.store.base import MarketStore
 
 __all__ = ["DEFAULT_DATASET", "DEFAULT_PIPELINE", "export_market", "market_source"]
@@ -107,16 +110,22 @@ def export_market(
     """Run the export; returns rows per table, the cursors and the load info as a dict.
 
     ``destination`` is a dlt destination name (configured the dlt way) or a dlt destination
-    object (e.g. ``dlt.destinations.postgres(credentials=...)``).
+    object (e.g. ``dlt.destinations.postgres(credentials=...)``). An unknown destination raises
+    ``UsageError``, one not configured ``ConfigError``, one that cannot be reached or fails to
+    load ``StoreError`` — one line each, dlt's exception attached as the cause.
     """
     dest: Any = destination
     if destination == "duckdb" and duckdb_path is not None:
         dest = dlt.destinations.duckdb(credentials=str(duckdb_path))
-    pipeline = dlt.pipeline(pipeline_name=pipeline_name, destination=dest,
-                            dataset_name=dataset, pipelines_dir=str(pipelines_dir))
-    source = market_source(store, symbols)
-    started = datetime.now(UTC)
-    info = pipeline.run(source, refresh="drop_resources" if full else None)
+    label = destination if isinstance(destination, str) else str(
+        getattr(destination, "destination_name", None) or type(destination).__name__)
+    dlt_telemetry_off_unless_chosen()
+    with destination_errors(label):
+        pipeline = dlt.pipeline(pipeline_name=pipeline_name, destination=dest,
+                                dataset_name=dataset, pipelines_dir=str(pipelines_dir))
+        source = market_source(store, symbols)
+        started = datetime.now(UTC)
+        info = pipeline.run(source, refresh="drop_resources" if full else None)
     rows = {}
     trace = pipeline.last_trace
     if trace and trace.last_normalize_info:

@@ -1034,7 +1034,10 @@ def _one_line(text: str) -> str:
 
 
 def _fail(message: str, code: int, exc: BaseException | None = None) -> NoReturn:
-    err.print(f"[red]error:[/] {_one_line(message)}", highlight=False)
+    from rich.markup import escape
+
+    # escaped: "[limits]" or "[kraken_futures]" in a message is text, not a rich style
+    err.print(f"[red]error:[/] {escape(_one_line(message))}", highlight=False)
     if exc is not None and _State.verbose:
         import traceback
 

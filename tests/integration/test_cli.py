@@ -249,6 +249,17 @@ def test_errors_are_one_line_with_their_exit_code(env, capsys) -> None:
     assert err.startswith("error:") and "limits.tier" in err and "\n" not in err
 
 
+def test_an_error_keeps_its_bracketed_text(env, capsys) -> None:
+    cfg = Path(env["KRAKKED_HOME"]) / "config"
+    cfg.mkdir(parents=True)
+    (cfg / "config.toml").write_text("limits = 5\n")
+    with pytest.raises(SystemExit) as info:
+        main(["config", "show"])
+    assert info.value.code == 3
+    err = capsys.readouterr().err.strip()
+    assert "[limits]" in err  # printed as text, not eaten as a rich style tag
+
+
 @pytest.mark.parametrize(("args", "fragment"), [
     (["candles", "XBTUSD", "--bogus"], "No such option: --bogus"),
     (["candles"], "Missing argument"),

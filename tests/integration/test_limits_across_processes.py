@@ -198,3 +198,24 @@ def test_without_nonce_persistence_nothing_is_written(tmp_path: Path, clock: Sim
     client.get_balance()
     assert client.limiter.state is None
     assert not list(tmp_path.rglob("*.limits.json"))
+
+
+def test_a_second_account_sync_right_after_another_waits_and_reports_its_waits(
+    clock: SimClock, settings
+) -> None:
+    from krakked.account.pipeline import rate_limit_waits, run_sync
+
+    sim = Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic, public_rate=0))
+    reports = []
+    for _ in range(2):  # two `krakked account sync --source spot` runs, one after the other
+        with sim_client(sim, settings, clock) as client:
+            reports.append(run_sync("spot", settings=settings, client=client, now=clock.now,
+                                    resources=["balances", "ledgers"], dev_mode=True))
+        clock.advance(1.0)
+    first, second = reports
+    assert first.status == second.status == "ok"
+    assert sim.counter.rejections == 0  # no "EAPI:Rate limit exceeded"
+    assert second.api["rate_limited"] == 0
+    assert rate_limit_waits(second.api) > rate_limit_waits(first.api)
+    assert rate_limit_waits(second.api) == second.api["rate_limit_waits"] > 0
+    assert second.api["rate_limit_wait_seconds"] > 0

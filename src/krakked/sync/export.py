@@ -68,7 +68,7 @@ def market_source(store: MarketStore, symbols: Sequence[str] | None = None) -> A
                 continue
             first = max(row["first"], since) if since else row["first"]
             for start, end in _windows(first, row["last"]):
-                table = store.read_candles(row["symbol"], minutes, start, end)
+                table = store.read_stored_candles(row["symbol"], minutes, start, end)
                 if table.num_rows:
                     yield table
             newest = max(newest, row["last"]) if newest else row["last"]

@@ -318,12 +318,23 @@ def test_the_rollup_views_derive_only_buckets_the_minutes_cover(tmp_path: Path) 
     hours = truth(tape(9, 0.0), 1, "XBTUSD")
     kept = [c for t, c in hours.items() if t != MONDAY + timedelta(hours=5, minutes=30)]
     with open_store(f"duckdb:///{tmp_path / 'm.duckdb'}") as store:
+        store.set_resolver(lambda name: name)
         store.upsert_candles(kept)
         view = store._arrow(  # type: ignore[attr-defined]
             "SELECT timestamp FROM candles_1h ORDER BY timestamp")["timestamp"].to_pylist()
         assert [t.hour for t in view] == [h for h in range(16) if h != 5]
         assert [t.hour for t in view] == [
             c.timestamp.hour for c in store.get_candles("XBTUSD", "1h")]
+        # a covered hour without any trade: left out of the view, a zero-volume candle in reads
+        quiet = [c for c in truth(tape(9, 0.0), 1, "QQQUSD").values() if c.volume > 0]
+        end = MONDAY + timedelta(hours=16)
+        store.upsert_candles(quiet, coverage=[Coverage("QQQUSD", 1, MONDAY, end)])
+        view = store._arrow(  # type: ignore[attr-defined]
+            "SELECT timestamp FROM candles_1h WHERE symbol = 'QQQUSD' ORDER BY timestamp")
+        assert [t.hour for t in view["timestamp"].to_pylist()] == [
+            h for h in range(16) if h % 7 != 3]  # the tape is quiet at 03:00 and 10:00
+        reads = store.get_candles("QQQUSD", "1h")
+        assert len(reads) == 16 and reads[3].volume == reads[10].volume == 0
 
 
 def test_a_file_store_records_coverage_only_when_the_rows_do_not_say_it(tmp_path: Path) -> None:

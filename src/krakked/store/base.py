@@ -303,20 +303,23 @@ def arrow_to_candles(table: pa.Table) -> list[Candle]:
             else table[name].combine_chunks() for name in CANDLE_COLUMNS}
     steps: list[tuple[Callable[..., Finish], tuple[Any, ...]]] = [
         (_decimals_prepare, (cols["volume"],)),
+        (_shared_decimals_prepare, ([cols[k] for k in _PRICE_COLUMNS],)),
         (_decimals_prepare, (cols["quote_volume"],)),
         (_decimals_prepare, (cols["vwap"],)),
-        (_shared_decimals_prepare, ([cols[k] for k in _PRICE_COLUMNS],)),
         (_timestamps_prepare, (cols["timestamp"],)),
         *((_pyvalues_prepare, (cols[k],))
           for k in ("symbol", "interval_minutes", "trade_count", "source")),
     ]
     if n >= _THREADED_ROWS:
+        # The worker starts with the longest Arrow step while this thread does the first
+        # column alone, then finishes each column as the worker hands it over.
         with ThreadPoolExecutor(1, thread_name_prefix="krakked-arrow") as pool:
-            futures = [pool.submit(fn, *args) for fn, args in steps]
-            done = [f.result()() for f in futures]
+            futures = [pool.submit(fn, *args) for fn, args in steps[1:]]
+            first, rest = steps[0]
+            done = [first(*rest)(), *(f.result()() for f in futures)]
     else:
         done = [fn(*args)() for fn, args in steps]
-    volume, quote_volume, vwap, prices, stamps, symbol, minutes, count, source = done
+    volume, prices, quote_volume, vwap, stamps, symbol, minutes, count, source = done
     o, h, lo, c = (prices[i * n:(i + 1) * n] for i in range(4))
     return candles_from_columns(symbol, stamps, minutes, o, h, lo, c, volume, quote_volume,
                                 count, vwap, source)

@@ -255,19 +255,20 @@ def _decimals_prepare(arr: pa.Array) -> Finish:
 
 
 def _shared_decimals_prepare(arrs: Sequence[pa.Array]) -> Finish:
-    """Arrow half of several decimal columns of one length, converted as one: each distinct
-    value becomes one ``Decimal``. The Python half returns the columns' values one after the
-    other."""
-    encoded = pc.dictionary_encode(pa.chunked_array(arrs, arrs[0].type).combine_chunks())
-    distinct = _decimals_prepare(encoded.dictionary)
-    indices = encoded.indices
-    none = len(encoded.dictionary)  # nulls point one past the distinct values
-    positions = _int_list(pc.fill_null(indices, none) if indices.null_count else indices)
+    """Arrow half of several decimal columns converted as one: each distinct value becomes one
+    ``Decimal``. The Python half returns one list per column."""
+    # One hash table over all the columns: every chunk carries the same (whole) dictionary.
+    encoded = pc.dictionary_encode(pa.chunked_array(arrs, arrs[0].type))
+    dictionary = encoded.chunk(0).dictionary
+    distinct = _decimals_prepare(dictionary)
+    none = len(dictionary)  # nulls point one past the distinct values
+    positions = [_int_list(pc.fill_null(c.indices, none) if c.indices.null_count else c.indices)
+                 for c in encoded.chunks]
 
     def finish() -> list[Any]:
         values = distinct()
         values.append(None)
-        return list(map(values.__getitem__, positions))
+        return [list(map(values.__getitem__, p)) for p in positions]
 
     return finish
 
@@ -320,7 +321,7 @@ def arrow_to_candles(table: pa.Table) -> list[Candle]:
     else:
         done = [fn(*args)() for fn, args in steps]
     volume, prices, quote_volume, vwap, stamps, symbol, minutes, count, source = done
-    o, h, lo, c = (prices[i * n:(i + 1) * n] for i in range(4))
+    o, h, lo, c = prices
     return candles_from_columns(symbol, stamps, minutes, o, h, lo, c, volume, quote_volume,
                                 count, vwap, source)
 

@@ -201,8 +201,9 @@ _THREADED_ROWS = 20_000  # from here on the Arrow half of the conversion runs in
 def _column_text(arr: pa.Array, suffix: str = "") -> str:
     """A string array without nulls -> its values joined by newlines, each followed by
     ``suffix`` (one Arrow call; the Python side splits it in one call)."""
-    lists = pa.ListArray.from_arrays(pa.array([0, len(arr)], pa.int32()), arr)
-    joined: str = pc.binary_join(lists, suffix + "\n")[0].as_py()
+    text = arr.cast(pa.large_string())  # the joined text may pass 2 GiB
+    lists = pa.LargeListArray.from_arrays(pa.array([0, len(text)], pa.int64()), text)
+    joined: str = pc.binary_join(lists, pa.scalar(suffix + "\n", pa.large_string()))[0].as_py()
     return joined + suffix
 
 
@@ -226,10 +227,10 @@ def _with_nulls(values: list[Any], nulls: list[int]) -> list[Any]:
     return values
 
 
-Finish = Callable[[], list[Any]]
+_Finish = Callable[[], list[Any]]
 
 
-def _decimals_prepare(arr: pa.Array) -> Finish:
+def _decimals_prepare(arr: pa.Array) -> _Finish:
     """Arrow half of decimal -> tidy ``Decimal``; returns the Python half."""
     nulls = _null_positions(arr)
     if len(nulls) == len(arr):
@@ -254,7 +255,7 @@ def _decimals_prepare(arr: pa.Array) -> Finish:
     return finish
 
 
-def _shared_decimals_prepare(arrs: Sequence[pa.Array]) -> Finish:
+def _shared_decimals_prepare(arrs: Sequence[pa.Array]) -> _Finish:
     """Arrow half of several decimal columns converted as one: each distinct value becomes one
     ``Decimal``. The Python half returns one list per column."""
     # One hash table over all the columns: every chunk carries the same (whole) dictionary.
@@ -273,13 +274,13 @@ def _shared_decimals_prepare(arrs: Sequence[pa.Array]) -> Finish:
     return finish
 
 
-def _timestamps_prepare(arr: pa.Array) -> Finish:
+def _timestamps_prepare(arr: pa.Array) -> _Finish:
     """Arrow half of ``timestamp[us, UTC]`` -> aware UTC datetimes."""
     text = _column_text(arr.cast(TS).cast(pa.timestamp("us")).cast(pa.string()), "+00:00")
     return lambda: list(map(datetime.fromisoformat, text.split("\n")))
 
 
-def _pyvalues_prepare(arr: pa.Array) -> Finish:
+def _pyvalues_prepare(arr: pa.Array) -> _Finish:
     """Arrow half of a string or integer column -> Python values (None for nulls)."""
     if pa.types.is_integer(arr.type):
         nulls = _null_positions(arr)
@@ -302,7 +303,7 @@ def arrow_to_candles(table: pa.Table) -> list[Candle]:
     table = table.select(list(CANDLE_COLUMNS)).cast(CANDLE_SCHEMA).combine_chunks()
     cols = {name: table[name].chunk(0) if table[name].num_chunks == 1
             else table[name].combine_chunks() for name in CANDLE_COLUMNS}
-    steps: list[tuple[Callable[..., Finish], tuple[Any, ...]]] = [
+    steps: list[tuple[Callable[..., _Finish], tuple[Any, ...]]] = [
         (_decimals_prepare, (cols["volume"],)),
         (_shared_decimals_prepare, ([cols[k] for k in _PRICE_COLUMNS],)),
         (_decimals_prepare, (cols["quote_volume"],)),

@@ -112,15 +112,8 @@ def test_universe_offline_serves_the_stored_snapshot_marked_stale(
     assert "stale" in caplog.text and taken.isoformat() in caplog.text
 
 
-_POSTGRES_ROUNDS_1E_10 = pytest.mark.xfail(
-    strict=True, reason="store/postgres.py _encode trims zeros off Arrow's exponent text: "
-                        "1.00000000E-10 becomes 1.00000000E-1 (0.1); reported, outside this "
-                        "change's files")
-
-
-@pytest.mark.parametrize("store_url", [
-    "duckdb", "parquet", "csv", pytest.param("postgresql", marks=_POSTGRES_ROUNDS_1E_10)],
-    indirect=True)
+@pytest.mark.parametrize("store_url", ["duckdb", "parquet", "csv", "postgresql"],
+                         indirect=True)
 def test_the_stale_snapshot_is_served_from_every_store_backend(
         sim: Simulator, store_url: str, tmp_path: Path) -> None:
     settings = load_settings({"KRAKKED_HOME": str(tmp_path)})

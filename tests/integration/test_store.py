@@ -113,6 +113,31 @@ def test_round_trip_keeps_exact_decimals_and_aware_utc_times(s: MarketStore) -> 
                for c in got)
 
 
+EXTREMES = ["99999999999999999999.999999999999999999", "-99999999999999999999.999999999999999999",
+            "0", "1E-18", "-0.5", "1E-10", "30306.1", "100"]
+"""What DECIMAL(38,18) holds at its edges (the largest, the smallest step, zero, negatives)."""
+
+
+def test_edge_decimals_nulls_and_times_read_back_exactly(s: MarketStore) -> None:
+    n = len(EXTREMES)
+    bars = [Candle("XBTUSD", MONDAY + timedelta(minutes=i), 1, Decimal(EXTREMES[i]),
+                   Decimal(EXTREMES[(i + 1) % n]), Decimal(EXTREMES[(i + 2) % n]),
+                   Decimal(EXTREMES[(i + 3) % n]), Decimal(("1E-18", "0", "-2.5", "7")[i % 4]),
+                   None if i % 2 else Decimal(("1E-18", "12345678.123456789012345678")[i % 4 // 2]),
+                   None if i % 3 == 0 else i, None if i % 3 else Decimal(EXTREMES[i]), "rest")
+            for i in range(n)]
+    assert s.upsert_candles(bars) == n
+    table = s.get_candles("XBTUSD", "1m", as_="arrow")
+    assert table.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
+    for name in ("open", "high", "low", "close", "volume", "quote_volume", "vwap"):
+        assert table.schema.field(name).type == pa.decimal128(38, 18)
+        assert table[name].to_pylist() == [getattr(c, name) for c in bars], name
+    assert table["trade_count"].to_pylist() == [c.trade_count for c in bars]
+    got = s.get_candles("XBTUSD", "1m")
+    assert got == bars
+    assert [c.to_dict() for c in got] == [c.to_dict() for c in bars]
+
+
 def test_reupserting_the_same_candles_stores_nothing_twice(s: MarketStore) -> None:
     bars = [candle(i) for i in range(10)]
     assert s.upsert_candles(bars) == 10

@@ -320,6 +320,22 @@ def test_every_time_series_key_holds_the_time_column(pg: PostgresStore,
     assert sorted(keys["trades"]) == ["id", "symbol", "timestamp"]
 
 
+def test_a_read_parsed_in_many_pieces_equals_the_read_in_one(
+        pg: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from krakked.store import postgres
+
+    bars = minutes(300)
+    bars[5] = dataclasses.replace(bars[5], source=None, trade_count=None)  # type: ignore[arg-type]
+    pg.upsert_candles(bars)
+    whole = pg.get_candles("XBTUSD", "1m", as_="arrow")
+    monkeypatch.setattr(postgres, "_PARSE_BYTES", 150)  # a piece every row or two
+    pieces = pg.get_candles("XBTUSD", "1m", as_="arrow")
+    assert pieces.num_rows == 300 and pieces.equals(whole)
+    assert pieces["source"][5].as_py() is None and pieces["trade_count"][5].as_py() is None
+    assert pg.get_candles("XBTUSD", "1m") == [stored18(c) for c in bars]
+    assert pg.get_candles("XBTUSD", "1m", MONDAY + timedelta(days=9)) == []
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 def test_a_password_in_the_url_never_appears_in_errors() -> None:

@@ -154,3 +154,148 @@ def test_candles_read_back_from_arrow_keep_tidy_exact_decimals() -> None:
         "30306.1", "100", "0.00000001", "-0.5", "0"]
     assert back.quote_volume is None and back.timestamp == T0 and back.timestamp.tzinfo
     assert arrow_to_candles(candles_to_arrow([])) == []
+
+
+def _column_candles() -> list[Candle]:
+    return [
+        Candle("XBTUSD", T0 + timedelta(minutes=i), 1, Decimal("30306.1"), Decimal("30310"),
+               Decimal("30300.25"), Decimal(i), Decimal("1.5"), None if i % 2 else Decimal(7),
+               i, Decimal("30305"), "trades" if i % 2 else "rest")
+        for i in range(5)
+    ]
+
+
+def test_candles_built_from_columns_are_ordinary_frozen_candles() -> None:
+    import copy
+    import dataclasses
+    import pickle
+
+    from krakked.market.candles import CANDLE_COLUMNS, candles_from_columns
+
+    want = _column_candles()
+    got = candles_from_columns(*([getattr(c, k) for c in want] for k in CANDLE_COLUMNS))
+    assert got == want
+    assert [type(c) for c in got] == [Candle] * 5
+    assert [hash(c) for c in got] == [hash(c) for c in want]
+    assert [c.to_dict() for c in got] == [c.to_dict() for c in want]
+    assert [repr(c) for c in got] == [repr(c) for c in want]
+    assert pickle.loads(pickle.dumps(got)) == want  # noqa: S301 - our own bytes
+    assert copy.deepcopy(got) == want
+    assert dataclasses.replace(got[1], trade_count=9) == dataclasses.replace(want[1],
+                                                                              trade_count=9)
+    assert dataclasses.asdict(got[2]) == dataclasses.asdict(want[2])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got[0].close = Decimal(1)  # type: ignore[misc]
+    for candle in (got[0], want[0]):  # no new attributes either (the same refusal)
+        with pytest.raises((AttributeError, TypeError)):
+            candle.extra = 1  # type: ignore[attr-defined]
+    assert candles_from_columns(*([] for _ in CANDLE_COLUMNS)) == []
+
+
+def test_candles_from_columns_refuses_columns_of_different_lengths() -> None:
+    from krakked.market.candles import CANDLE_COLUMNS, candles_from_columns
+
+    columns = [[getattr(c, k) for c in _column_candles()] for k in CANDLE_COLUMNS]
+    columns[5] = columns[5][:4]
+    with pytest.raises(UsageError, match="same length"):
+        candles_from_columns(*columns)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_building_candles_leaves_garbage_collection_as_it_was(enabled: bool) -> None:
+    import gc
+
+    from krakked.market.candles import CANDLE_COLUMNS, candles_from_columns
+
+    columns = [[getattr(c, k) for c in _column_candles()] for k in CANDLE_COLUMNS]
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        candles_from_columns(*columns)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+EDGE_DECIMALS = ["0", "1E-18", "99999999999999999999.999999999999999999",
+                 "-99999999999999999999.999999999999999999", "1E-10", "-1.5E-7", "0.000001",
+                 "100", "-0.5", "30306.1", "12345678.123456789012345678", "1E+2"]
+"""Values a DECIMAL(38,18) column holds: zero, the smallest step, both extremes, values that
+Arrow writes in exponent form (under 1e-6), and integers."""
+
+
+def _tidy_text(value: Decimal) -> str:
+    """The promised text: positional, no trailing zeros, no trailing point."""
+    text = format(value, "f")
+    return (text.rstrip("0").rstrip(".") or "0") if "." in text else text
+
+
+@pytest.mark.parametrize("repeat", [1, 3000])  # 3000 x 12 rows: the threaded path
+def test_arrow_candles_keep_edge_decimals_exact_tidy_and_nulls(repeat: int) -> None:
+    import pyarrow as pa
+
+    from krakked.store.base import CANDLE_SCHEMA, arrow_to_candles
+
+    values = [Decimal(v) for v in EDGE_DECIMALS] * repeat
+    n = len(values)
+    stamps = [datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+              datetime(9999, 12, 31, 23, 59, tzinfo=UTC), T0 + timedelta(microseconds=1)]
+    rows = {
+        "symbol": ["XBTUSD", "ETHUSD"] * (n // 2), "timestamp": (stamps * n)[:n],
+        "interval_minutes": [1, 60] * (n // 2),
+        "open": values, "high": values[::-1], "low": values[1:] + values[:1],
+        "close": values[2:] + values[:2], "volume": values[3:] + values[:3],
+        "quote_volume": [None if i % 5 == 0 else v for i, v in enumerate(values)],
+        "trade_count": [None if i % 7 == 0 else i for i in range(n)],
+        "vwap": [None if i % 3 else v for i, v in enumerate(values)],
+        "source": [None if i % 11 == 0 else "rest" for i in range(n)],
+    }
+    got = arrow_to_candles(pa.table(rows, schema=CANDLE_SCHEMA))
+    want = [Candle(*(rows[k][i] for k in rows)) for i in range(n)]
+    assert got == want
+    for g, w in zip(got, want, strict=True):
+        assert g.timestamp.utcoffset() == timedelta(0)
+        for k in ("open", "high", "low", "close", "volume", "quote_volume", "vwap"):
+            value = getattr(w, k)
+            assert g.to_dict()[k] == (None if value is None else _tidy_text(value)), (k, value)
+            if value is not None:  # tidy Decimals: no trailing zeros kept
+                assert str(getattr(g, k)) == str(Decimal(_tidy_text(value))), (k, value)
+        assert (g.trade_count, g.source) == (w.trade_count, w.source)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.decimals(min_value=Decimal("-99999999999999999999.999999999999999999"),
+                            max_value=Decimal("99999999999999999999.999999999999999999"),
+                            places=18, allow_nan=False, allow_infinity=False),
+                min_size=1, max_size=40))
+def test_any_stored_decimal_reads_back_exact_and_tidy(values: list[Decimal]) -> None:
+    import pyarrow as pa
+
+    from krakked.store.base import CANDLE_SCHEMA, arrow_to_candles
+
+    n = len(values)
+    rows = {k: [None] * n for k in CANDLE_SCHEMA.names}
+    rows |= {"symbol": ["X"] * n, "timestamp": [T0] * n, "interval_minutes": [1] * n}
+    for k in ("open", "high", "low", "close", "volume", "vwap"):
+        rows[k] = values
+    got = arrow_to_candles(pa.table(rows, schema=CANDLE_SCHEMA))
+    assert [c.close for c in got] == values
+    assert [c.to_dict()["vwap"] for c in got] == [_tidy_text(v) for v in values]
+
+
+def test_candles_with_the_largest_decimals_convert_to_arrow() -> None:
+    from krakked.store.base import arrow_to_candles, candles_to_arrow
+
+    top = Decimal("99999999999999999999.999999999999999999")
+    bottom = Decimal("-99999999999999999999.999999999999999999")  # (-top would round to 28)
+    c = Candle("XBTUSD", T0, 1, top, top, bottom, Decimal("1E-18"), top, top, 1, top, "rest")
+    assert arrow_to_candles(candles_to_arrow([c])) == [c]
+
+
+def test_a_decimal_too_large_for_the_store_is_a_clear_error() -> None:
+    from krakked.store.base import candles_to_arrow
+
+    c = Candle("XBTUSD", T0, 1, Decimal("1E+20"), Decimal(1), Decimal(1), Decimal(1),
+               Decimal(1))
+    with pytest.raises(UsageError, match=r"open.*DECIMAL\(38,18\)"):
+        candles_to_arrow([c])

@@ -18,9 +18,10 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -33,6 +34,7 @@ from krakked.market.candles import (
     HistoricalTrade,
     SourceSegment,
     bucket_floor_us,
+    candles_from_columns,
     epoch_us,
     from_epoch_us,
     interval_minutes,
@@ -163,11 +165,20 @@ class _Stats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _dec(value: Any) -> Decimal | None:
+_CONTEXT = Context(prec=38, traps=[InvalidOperation])  # DECIMAL(38,18) holds 38 digits
+
+
+def _dec(value: Any, name: str) -> Decimal | None:
+    """``value`` at the store's 18 places, or a clear error when DECIMAL(38,18) cannot hold it."""
     if value is None:
         return None
-    d = value if isinstance(value, Decimal) else Decimal(str(value))
-    return d.quantize(_Q)
+    try:
+        d = value if isinstance(value, Decimal) else Decimal(str(value))
+        return d.quantize(_Q, context=_CONTEXT)
+    except InvalidOperation:
+        raise UsageError(
+            f"{name} = {value!r} does not fit the store's DECIMAL(38,18) "
+            "(at most 20 digits before the point)") from None
 
 
 def candles_to_arrow(candles: Iterable[Candle]) -> pa.Table:
@@ -178,7 +189,7 @@ def candles_to_arrow(candles: Iterable[Candle]) -> pa.Table:
         cols["timestamp"].append(c.timestamp)
         cols["interval_minutes"].append(c.interval_minutes)
         for k in ("open", "high", "low", "close", "volume", "quote_volume", "vwap"):
-            cols[k].append(_dec(getattr(c, k)))
+            cols[k].append(_dec(getattr(c, k), k))
         cols["trade_count"].append(c.trade_count)
         cols["source"].append(c.source)
     return pa.table(cols, schema=CANDLE_SCHEMA)
@@ -187,8 +198,8 @@ def candles_to_arrow(candles: Iterable[Candle]) -> pa.Table:
 def trades_to_arrow(trades: Iterable[HistoricalTrade], source: str = "rest") -> pa.Table:
     """Trades -> an Arrow table in ``TRADE_SCHEMA``."""
     rows = [
-        {"id": t.id, "symbol": t.symbol, "timestamp": t.timestamp, "price": _dec(t.price),
-         "volume": _dec(t.volume), "side": t.side, "order_type": t.order_type,
+        {"id": t.id, "symbol": t.symbol, "timestamp": t.timestamp, "price": _dec(t.price, "price"),
+         "volume": _dec(t.volume, "volume"), "side": t.side, "order_type": t.order_type,
          "misc": t.misc, "source": source}
         for t in trades
     ]
@@ -238,41 +249,153 @@ def batch_coverage(table: pa.Table, explicit: Iterable[Coverage] = ()
     return {key: merge_ranges(ranges) for key, ranges in out.items()}
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DECIMAL_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "vwap")
+_PRICE_COLUMNS = ("open", "high", "low", "close")
+_THREADED_ROWS = 20_000  # from here on the Arrow half of the conversion runs in a second thread
+
+# How ``arrow_to_candles`` turns columns into Python values. Each column is done in two halves:
+# Arrow work (casts, dictionary encoding, joining a column's text into one string), which
+# releases the GIL, and Python work (splitting that string, building Decimals and datetimes).
+# On big tables the Arrow halves run in a worker thread ahead of the Python halves.
+#
+# - Decimals: Arrow's decimal -> text cast is exact; trailing zeros are trimmed as text
+#   ("30306.100000000000000000" -> "30306.1", never an exponent form), and ``Decimal`` is built
+#   from each text by ``map`` (C-level iteration). Arrow writes values under 1e-6 (and zero) in
+#   exponent form ("1.00000000E-10", "0E-18"): those are left untrimmed by the text step and
+#   normalized as Decimals instead.
+# - The four price columns share most of their values (one candle's close is the next one's
+#   open; prices move by ticks): they are dictionary-encoded together and each distinct price
+#   becomes one Decimal, shared by every candle that has it (Decimals are immutable).
+# - Timestamps: naive UTC text from Arrow, read by ``datetime.fromisoformat`` with "+00:00".
 
 
-def _decimals(column: pa.ChunkedArray) -> list[Decimal | None]:
-    # Arrow's own decimal -> text cast is exact and far faster than building Decimals from
-    # decimal128 values in Python (~5x for a year of 1m candles).
-    # Trailing zeros are trimmed as text ("30306.100000000000000000" -> "30306.1", never an
-    # exponent form), much cheaper than Decimal.normalize() on every value.
-    return [None if v is None else _tidy(v) for v in pc.cast(column, pa.string()).to_pylist()]
+def _column_text(arr: pa.Array, suffix: str = "") -> str:
+    """A string array without nulls -> its values joined by newlines, each followed by
+    ``suffix`` (one Arrow call; the Python side splits it in one call)."""
+    text = arr.cast(pa.large_string())  # the joined text may pass 2 GiB
+    lists = pa.LargeListArray.from_arrays(pa.array([0, len(text)], pa.int64()), text)
+    joined: str = pc.binary_join(lists, pa.scalar(suffix + "\n", pa.large_string()))[0].as_py()
+    return joined + suffix
 
 
-def _tidy(text: str) -> Decimal:
-    if "E" in text:  # Arrow writes small values and zero in exponent form ("1.00E-8", "0E-18")
-        return Decimal(format(Decimal(text).normalize(), "f"))
-    return Decimal((text.rstrip("0").rstrip(".") or "0") if "." in text else text)
+def _int_list(arr: pa.Array) -> list[int]:
+    """An integer array without nulls -> Python ints (read straight from the Arrow buffer)."""
+    arr = arr.cast(pa.int64())
+    if len(arr) == 0:
+        return []
+    return memoryview(arr.buffers()[1]).cast("q")[arr.offset:arr.offset + len(arr)].tolist()
+
+
+def _null_positions(arr: pa.Array) -> list[int]:
+    return pc.indices_nonzero(arr.is_null()).to_pylist() if arr.null_count else []
+
+
+def _with_nulls(values: list[Any], nulls: list[int]) -> list[Any]:
+    if len(nulls) == len(values):
+        return [None] * len(values)
+    for i in nulls:
+        values[i] = None
+    return values
+
+
+_Finish = Callable[[], list[Any]]
+
+
+def _decimals_prepare(arr: pa.Array) -> _Finish:
+    """Arrow half of decimal -> tidy ``Decimal``; returns the Python half."""
+    nulls = _null_positions(arr)
+    if len(nulls) == len(arr):
+        return lambda: [None] * len(arr)
+    text = arr.cast(pa.string())
+    exponent: list[int] = []
+    if arr.type.scale > 0:  # "1.500000" -> "1.5"; "100.000000" -> "100"
+        trimmed = pc.utf8_rtrim(pc.utf8_rtrim(text, characters="0"), characters=".")
+        is_exp = pc.fill_null(pc.match_substring(text, "E"), False)
+        if pc.any(is_exp).as_py():
+            exponent = pc.indices_nonzero(is_exp).to_pylist()
+            trimmed = pc.if_else(is_exp, text, trimmed)  # "1.0E-10" must keep its zeros
+        text = trimmed
+    joined = _column_text(pc.fill_null(text, "0") if nulls else text)
+
+    def finish() -> list[Any]:
+        values: list[Any] = list(map(Decimal, joined.split("\n")))
+        for i in exponent:  # values under 1e-6 in magnitude, and zero
+            values[i] = values[i].normalize()
+        return _with_nulls(values, nulls)
+
+    return finish
+
+
+def _shared_decimals_prepare(arrs: Sequence[pa.Array]) -> _Finish:
+    """Arrow half of several decimal columns converted as one: each distinct value becomes one
+    ``Decimal``. The Python half returns one list per column."""
+    # One hash table over all the columns: every chunk carries the same (whole) dictionary.
+    encoded = pc.dictionary_encode(pa.chunked_array(arrs, arrs[0].type))
+    dictionary = encoded.chunk(0).dictionary
+    distinct = _decimals_prepare(dictionary)
+    none = len(dictionary)  # nulls point one past the distinct values
+    positions = [_int_list(pc.fill_null(c.indices, none) if c.indices.null_count else c.indices)
+                 for c in encoded.chunks]
+
+    def finish() -> list[Any]:
+        values = distinct()
+        values.append(None)
+        return [list(map(values.__getitem__, p)) for p in positions]
+
+    return finish
+
+
+def _timestamps_prepare(arr: pa.Array) -> _Finish:
+    """Arrow half of ``timestamp[us, UTC]`` -> aware UTC datetimes."""
+    text = _column_text(arr.cast(TS).cast(pa.timestamp("us")).cast(pa.string()), "+00:00")
+    return lambda: list(map(datetime.fromisoformat, text.split("\n")))
+
+
+def _pyvalues_prepare(arr: pa.Array) -> _Finish:
+    """Arrow half of a string or integer column -> Python values (None for nulls)."""
+    if pa.types.is_integer(arr.type):
+        nulls = _null_positions(arr)
+        ints = _int_list(pc.fill_null(arr, 0) if nulls else arr)
+        return lambda: _with_nulls(ints, nulls)
+    encoded = pc.dictionary_encode(arr)  # a few distinct symbols and sources: share them
+    distinct = [*encoded.dictionary.to_pylist(), None]
+    indices = encoded.indices
+    positions = _int_list(pc.fill_null(indices, len(distinct) - 1) if indices.null_count
+                          else indices)
+    return lambda: list(map(distinct.__getitem__, positions))
 
 
 def arrow_to_candles(table: pa.Table) -> list[Candle]:
-    """Arrow rows (``CANDLE_SCHEMA``) -> ``Candle`` objects with tidy decimals."""
-    if table.num_rows == 0:
+    """Arrow rows (``CANDLE_SCHEMA``) -> ``Candle`` objects with tidy decimals (exact, no
+    trailing zeros, no exponent form in ``to_dict``) and aware UTC timestamps."""
+    n = table.num_rows
+    if n == 0:
         return []
-    dec = {k: _decimals(table[k]) for k in _DECIMAL_COLUMNS}
-    # Microseconds since the epoch, turned into aware datetimes here: pyarrow's own conversion
-    # of tz-aware timestamps goes through zoneinfo and is the slowest part otherwise.
-    micros = pc.cast(table["timestamp"].cast(TS), pa.int64()).to_pylist()
-    stamps = [_EPOCH + timedelta(microseconds=us) for us in micros]
-    cols = [table[k].to_pylist() for k in ("symbol", "interval_minutes", "trade_count",
-                                           "source")]
-    return [
-        Candle(sym, stamps[i], minutes, dec["open"][i], dec["high"][i], dec["low"][i],
-               dec["close"][i], dec["volume"][i], dec["quote_volume"][i], count,
-               dec["vwap"][i], source)
-        for i, (sym, minutes, count, source) in enumerate(zip(*cols, strict=True))
+    table = table.select(list(CANDLE_COLUMNS)).cast(CANDLE_SCHEMA).combine_chunks()
+    cols = {name: table[name].chunk(0) if table[name].num_chunks == 1
+            else table[name].combine_chunks() for name in CANDLE_COLUMNS}
+    steps: list[tuple[Callable[..., _Finish], tuple[Any, ...]]] = [
+        (_decimals_prepare, (cols["volume"],)),
+        (_shared_decimals_prepare, ([cols[k] for k in _PRICE_COLUMNS],)),
+        (_decimals_prepare, (cols["quote_volume"],)),
+        (_decimals_prepare, (cols["vwap"],)),
+        (_timestamps_prepare, (cols["timestamp"],)),
+        *((_pyvalues_prepare, (cols[k],))
+          for k in ("symbol", "interval_minutes", "trade_count", "source")),
     ]
+    if n >= _THREADED_ROWS:
+        # The worker starts with the longest Arrow step while this thread does the first
+        # column alone, then finishes each column as the worker hands it over.
+        with ThreadPoolExecutor(1, thread_name_prefix="krakked-arrow") as pool:
+            futures = [pool.submit(fn, *args) for fn, args in steps[1:]]
+            first, rest = steps[0]
+            done = [first(*rest)(), *(f.result()() for f in futures)]
+    else:
+        done = [fn(*args)() for fn, args in steps]
+    volume, prices, quote_volume, vwap, stamps, symbol, minutes, count, source = done
+    o, h, lo, c = prices
+    return candles_from_columns(symbol, stamps, minutes, o, h, lo, c, volume, quote_volume,
+                                count, vwap, source)
 
 
 def _reversed(table: pa.Table) -> pa.Table:

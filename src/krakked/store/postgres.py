@@ -75,6 +75,7 @@ _NUM = "numeric(38,18)"
 _MIGRATION_LOCK = 0x6B72616B6B6564  # "krakked": serializes schema migrations across openers
 _BULK_BUCKETS = 2_000  # touched buckets above which a rollup level is recomputed in one pass
 _COPY_CHUNK = 65_536  # rows per COPY block (encoded in a thread while the previous one is sent)
+_PARSE_BYTES = 4 << 20  # COPY output parsed by Arrow in pieces of about this size, while more comes
 _TF_NAME = {v: k for k, v in TIMEFRAMES.items()}
 _EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
 _MONDAY = "timestamptz '1970-01-05 00:00:00+00'"  # weekly buckets start on Monday (like Kraken)
@@ -227,7 +228,10 @@ def _encode(table: pa.Table, first_ord: int) -> bytes:
         if pa.types.is_decimal(field.type):
             col = col.cast(pa.string())
             if field.type.scale > 0:  # "1.500000…" -> "1.5" ("2." is valid numeric input)
-                col = pc.utf8_rtrim(col, characters="0")
+                # but not Arrow's exponent form of values under 1e-6: "1.00000000E-10" trimmed
+                # would be "1.00000000E-1"
+                col = pc.if_else(pc.match_substring(col, "E"), col,
+                                 pc.utf8_rtrim(col, characters="0"))
         elif pa.types.is_timestamp(field.type):
             col = col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
         cols.append(col)
@@ -270,21 +274,34 @@ def _copy_out(cur: Any, query: str, params: Sequence[Any] | dict[str, Any],
               schema: pa.Schema) -> pa.Table:
     """Run ``query`` (columns as ``_select_out`` gives them) through ``COPY … TO STDOUT`` and
     parse it with Arrow into ``schema``. Timestamps arrive as ISO text in UTC (the pool's
-    sessions use ``TimeZone=UTC``, ``DateStyle=ISO``)."""
-    buf = bytearray()
-    with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)", params) as copy:
-        for block in copy:
-            buf += block
-    if not buf:
+    sessions use ``TimeZone=UTC``, ``DateStyle=ISO``).
+
+    libpq hands COPY data over one row at a time; every ``_PARSE_BYTES`` of whole rows go to
+    Arrow's CSV reader in a worker thread while the next rows arrive, so parsing overlaps the
+    transfer instead of following it."""
+    read = pacsv.ReadOptions(column_names=schema.names)
+    convert = pacsv.ConvertOptions(
+        column_types={f.name: f.type for f in schema}, null_values=[""],
+        strings_can_be_null=True, quoted_strings_can_be_null=False)
+
+    def parse(rows: bytearray) -> pa.Table:
+        return pacsv.read_csv(pa.py_buffer(rows), read_options=read, convert_options=convert)
+
+    parts: list[Future[pa.Table]] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="krakked-csv") as pool:
+        buf = bytearray()
+        with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)", params) as copy:
+            for row in copy:  # one whole row each (libpq's COPY protocol)
+                buf += row
+                if len(buf) >= _PARSE_BYTES:
+                    parts.append(pool.submit(parse, buf))
+                    buf = bytearray()
+        if buf:
+            parts.append(pool.submit(parse, buf))
+        tables = [part.result() for part in parts]
+    if not tables:
         return schema.empty_table()
-    table = pacsv.read_csv(
-        pa.py_buffer(buf),
-        read_options=pacsv.ReadOptions(column_names=schema.names),
-        convert_options=pacsv.ConvertOptions(
-            column_types={f.name: f.type for f in schema}, null_values=[""],
-            strings_can_be_null=True, quoted_strings_can_be_null=False),
-    )
-    return table.cast(schema)
+    return pa.concat_tables(tables).cast(schema)
 
 
 # -- aggregation SQL ----------------------------------------------------------------------------

@@ -146,6 +146,36 @@ def test_a_large_write_maintains_rollups_in_one_pass_with_the_same_result(
     assert [r[1] for r in incremental["candles_1w"]] == [MONDAY]  # the second week is running
 
 
+def test_large_writes_keep_rollups_as_a_rebuild_would_whatever_wins_or_overlaps(
+        pg: PostgresStore, postgres_db_url: str) -> None:
+    def agrees() -> None:
+        incremental = rollup_contents(postgres_db_url)
+        pg.refresh_continuous_aggregates()
+        assert rollup_contents(postgres_db_url) == incremental
+
+    pg.upsert_candles(minutes(3000))  # a large batch: it aggregates its whole buckets itself
+    agrees()
+    # overlapping, and the overlap has less volume than what is stored: those minutes lose, so
+    # the batch's own aggregates would be wrong there
+    lower = minutes(4000, first=2000, volume="0.01")
+    assert pg.upsert_candles(lower) == 3000
+    agrees()
+    # two runs with a hole between them, the hole later filled by a small write
+    gap = [c for c in minutes(5000, first=6000, volume="5")
+           if not 8000 <= (c.timestamp - MONDAY).total_seconds() // 60 < 8100]
+    pg.upsert_candles(gap)
+    agrees()
+    assert len(rows(postgres_db_url, "SELECT 1 FROM candles_4h WHERE \"timestamp\" >= %s "
+                    "AND \"timestamp\" < %s", (MONDAY + timedelta(minutes=7920),
+                                                 MONDAY + timedelta(minutes=8160)))) == 0
+    pg.upsert_candles(minutes(100, first=8000, volume="5"))
+    agrees()
+    stored = minutes(3000) + lower[1000:] + minutes(5000, first=6000, volume="5")
+    assert pg.get_candles("XBTUSD", "4h") == [
+        stored18(c) for c in resample(stored, 240)
+        if c.close_time <= MONDAY + timedelta(minutes=11000)]
+
+
 def test_many_scattered_minutes_maintain_rollups_with_the_same_result(
         pg: PostgresStore, postgres_db_url: str) -> None:
     pg.upsert_candles(minutes(2 * 24 * 60))

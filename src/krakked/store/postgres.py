@@ -38,6 +38,7 @@ import re
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -51,6 +52,7 @@ from krakked.market.candles import (
     TIMEFRAMES,
     SourceSegment,
     bucket_ceil_us,
+    bucket_floor_us,
     epoch_us,
     from_epoch_us,
     interval_minutes,
@@ -74,6 +76,7 @@ log = logging.getLogger("krakked.store.postgres")
 _NUM = "numeric(38,18)"
 _MIGRATION_LOCK = 0x6B72616B6B6564  # "krakked": serializes schema migrations across openers
 _BULK_BUCKETS = 2_000  # touched buckets above which a rollup level is recomputed in one pass
+_BATCH_ROLLUP_ROWS = 2_000  # 1m rows from which a write works out its whole buckets itself
 _COPY_CHUNK = 65_536  # rows per COPY block (encoded in a thread while the previous one is sent)
 _PARSE_BYTES = 4 << 20  # COPY output parsed by Arrow in pieces of about this size, while more comes
 _TF_NAME = {v: k for k, v in TIMEFRAMES.items()}
@@ -220,9 +223,10 @@ def _ts_in(expr: str) -> str:
     return f"({_EPOCH} + {expr} * interval '1 microsecond')"
 
 
-def _encode(table: pa.Table, first_ord: int) -> bytes:
+def _encode(table: pa.Table, first_ord: int | None) -> bytes:
     """Rows -> CSV for ``COPY … (FORMAT csv)``: exact decimal text (trailing zeros trimmed),
-    timestamps as Unix microseconds, then a row ordinal."""
+    timestamps as Unix microseconds, then a row ordinal — or, with ``first_ord`` None (a
+    COPY straight into a table), timestamps as ISO text in UTC and no ordinal."""
     cols: list[pa.ChunkedArray | pa.Array] = []
     for field, col in zip(table.schema, table.columns, strict=True):
         if pa.types.is_decimal(field.type):
@@ -233,12 +237,15 @@ def _encode(table: pa.Table, first_ord: int) -> bytes:
                 col = pc.if_else(pc.match_substring(col, "E"), col,
                                  pc.utf8_rtrim(col, characters="0"))
         elif pa.types.is_timestamp(field.type):
-            col = col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+            col = col.cast(pa.timestamp("us", tz="UTC"))
+            col = col.cast(pa.int64()) if first_ord is not None else col.cast(pa.string())
         cols.append(col)
-    cols.append(pa.array(range(first_ord, first_ord + table.num_rows), pa.int64()))
+    names = list(table.column_names)
+    if first_ord is not None:
+        cols.append(pa.array(range(first_ord, first_ord + table.num_rows), pa.int64()))
+        names.append("_ord")
     out = io.BytesIO()
-    pacsv.write_csv(pa.table(cols, names=[*table.column_names, "_ord"]), out,
-                    pacsv.WriteOptions(include_header=False))
+    pacsv.write_csv(pa.table(cols, names=names), out, pacsv.WriteOptions(include_header=False))
     return out.getvalue()
 
 
@@ -329,7 +336,9 @@ def _agg_columns(minutes: int, bucket: str) -> str:
         sum(s.trade_count) AS trade_count,
         CASE WHEN {full} AND sum(s.volume) <> 0
              THEN round(sum({quote}) / sum(s.volume), 18) END AS vwap,
-        CASE WHEN min(s.source) = max(s.source) THEN min(s.source) ELSE 'trades' END AS source"""
+        CASE WHEN count(s.source) = 0 THEN NULL
+             WHEN count(s.source) = count(*) AND min(s.source) = max(s.source) THEN min(s.source)
+             ELSE 'trades' END AS source"""
 
 
 def _covered(symbol: str, bucket: str, minutes: int) -> str:
@@ -389,13 +398,14 @@ def _rollup_bulk_sql(minutes: int, finer: int, touched: str, out: str) -> str:
             SELECT DISTINCT symbol, {_bucket(minutes, '"timestamp"')} AS b FROM {touched}),
         w AS (
             INSERT INTO {ROLLUPS[minutes]} AS d ({_CANDLE_NAMES})
-            SELECT {_agg_columns(minutes, "t.b")}
-            FROM {src} s
-            JOIN t ON t.symbol = s.symbol AND t.b = {_bucket(minutes, 's."timestamp"')}
-            WHERE s.symbol = ANY(%s) AND s."timestamp" >= %s AND s."timestamp" < %s {cond}
-              AND {_covered("t.symbol", "t.b", minutes)}
-            GROUP BY s.symbol, t.b
-            ORDER BY s.symbol, t.b
+            SELECT a.* FROM (
+                SELECT {_agg_columns(minutes, "t.b")}
+                FROM {src} s
+                JOIN t ON t.symbol = s.symbol AND t.b = {_bucket(minutes, 's."timestamp"')}
+                WHERE s.symbol = ANY(%s) AND s."timestamp" >= %s AND s."timestamp" < %s {cond}
+                GROUP BY s.symbol, t.b) a
+            WHERE {_covered("a.symbol", 'a."timestamp"', minutes)}
+            ORDER BY a.symbol, a."timestamp"
             ON CONFLICT (symbol, "timestamp") DO UPDATE SET {_ROLLUP_UPDATE}
             RETURNING d.symbol, d."timestamp")
         INSERT INTO {out} SELECT symbol, "timestamp" FROM w"""
@@ -409,12 +419,13 @@ def _rollup_range_sql(minutes: int, finer: int, out: str) -> str:
     return f"""
         WITH w AS (
             INSERT INTO {ROLLUPS[minutes]} AS d ({_CANDLE_NAMES})
-            SELECT {_agg_columns(minutes, bucket)}
-            FROM {src} s
-            WHERE s.symbol = ANY(%s) AND s."timestamp" >= %s AND s."timestamp" < %s {cond}
-              AND {_covered("s.symbol", bucket, minutes)}
-            GROUP BY s.symbol, {bucket}
-            ORDER BY s.symbol, {bucket}
+            SELECT a.* FROM (
+                SELECT {_agg_columns(minutes, bucket)}
+                FROM {src} s
+                WHERE s.symbol = ANY(%s) AND s."timestamp" >= %s AND s."timestamp" < %s {cond}
+                GROUP BY s.symbol, {bucket}) a
+            WHERE {_covered("a.symbol", 'a."timestamp"', minutes)}
+            ORDER BY a.symbol, a."timestamp"
             ON CONFLICT (symbol, "timestamp") DO UPDATE SET {_ROLLUP_UPDATE}
             RETURNING d.symbol, d."timestamp")
         INSERT INTO {out} SELECT symbol, "timestamp" FROM w"""
@@ -425,9 +436,11 @@ def _rollup_rebuild_sql(minutes: int, finer: int) -> str:
     bucket = _bucket(minutes, 's."timestamp"')
     return f"""
         INSERT INTO {ROLLUPS[minutes]} ({_CANDLE_NAMES})
-        SELECT {_agg_columns(minutes, bucket)}
-        FROM {src} s WHERE {_covered("s.symbol", bucket, minutes)} {cond}
-        GROUP BY s.symbol, {bucket}"""
+        SELECT a.* FROM (
+            SELECT {_agg_columns(minutes, bucket)}
+            FROM {src} s WHERE true {cond}
+            GROUP BY s.symbol, {bucket}) a
+        WHERE {_covered("a.symbol", 'a."timestamp"', minutes)}"""
 
 
 def _sync_target(update: SyncUpdate, kind: str | None = None) -> tuple[str, int | None]:
@@ -465,6 +478,54 @@ def _subtract_all(piece: tuple[int, int], ranges: Sequence[tuple[int, int]]
         parts = [p for x, y in parts
                  for p in ((x, min(y, a)), (max(x, b), y)) if p[1] > p[0]]
     return parts
+
+
+@dataclass(frozen=True)
+class _BatchRollups:
+    """What a candle batch's 1m rows say of the rollups by themselves."""
+
+    minutes: int  # 1m rows, one per key
+    levels: list[tuple[int, bytes]]  # per rollup level: the buckets the batch fills whole,
+    # as COPY csv (encoded here, off the connection's critical path)
+    runs: list[tuple[str, int, int]]  # (symbol, from, until): its runs of minutes (epoch µs)
+
+
+def _batch_rollups(table: pa.Table) -> _BatchRollups:
+    """The batch's 1m candles, one per key as the upsert keeps them (the highest volume, the
+    later row on a tie); per rollup level in cascade order, the buckets they fill whole,
+    aggregated exactly (a level's from the whole buckets of the level below); and the ends of
+    their runs."""
+    import duckdb
+
+    from krakked.store.duckdb import aggregate_query, dedupe_candles_query, row_index, to_arrow
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("__raw", row_index(table.filter(pc.equal(table["interval_minutes"], 1))))
+        ones = to_arrow(con.sql(dedupe_candles_query("__raw", "__i"))).cast(CANDLE_SCHEMA)
+        con.register("__level_1", ones)
+        levels: list[tuple[int, bytes]] = []
+        for minutes, finer in _CASCADE:
+            source = (f"(SELECT * FROM __level_{finer} QUALIFY count(*) OVER (PARTITION BY "
+                      f"symbol, {_duck_bucket(minutes)}) = {minutes // finer})")
+            level = to_arrow(con.sql(aggregate_query(source, finer, minutes))).cast(
+                CANDLE_SCHEMA)
+            if not level.num_rows:
+                break
+            con.register(f"__level_{minutes}", level)
+            levels.append((minutes, _encode(level, None)))
+    finally:
+        con.close()
+    runs = [(symbol, a, b) for (symbol, _), ranges in batch_coverage(ones).items()
+            for a, b in ranges]
+    return _BatchRollups(ones.num_rows, levels, runs)
+
+
+def _duck_bucket(minutes: int) -> str:
+    from krakked.store.duckdb import bucket_us
+
+    return bucket_us("epoch_us(timestamp)", minutes)
 
 
 # -- migrations -------------------------------------------------------------------------------
@@ -714,36 +775,70 @@ class PostgresStore(MarketStore):
 
     def _upsert_candles(self, cur: Any, table: pa.Table) -> int:
         cur.execute("SET LOCAL work_mem = '128MB'")
-        _copy_in(cur, "_kk_in_candles", table)
-        cols = ", ".join(_ts_in('"timestamp"') if n == "timestamp" else _q(n)
-                         for n in CANDLE_SCHEMA.names)
-        cur.execute('CREATE TEMP TABLE _kk_changed (symbol text, "timestamp" timestamptz, '
-                    "interval_minutes integer, inserted boolean) ON COMMIT DROP")
-        cur.execute(f"""
-            WITH up AS (
-                INSERT INTO candles AS c ({_CANDLE_NAMES})
-                SELECT {cols} FROM (
-                    SELECT DISTINCT ON ("timestamp", symbol, interval_minutes) *
-                    FROM _kk_in_candles
-                    ORDER BY "timestamp", symbol, interval_minutes, volume DESC, _ord DESC) i
-                ON CONFLICT ("timestamp", symbol, interval_minutes) DO UPDATE
-                SET {_CANDLE_UPDATE} WHERE excluded.volume >= c.volume
-                RETURNING c.symbol, c."timestamp", c.interval_minutes, c.xmax = 0)
-            INSERT INTO _kk_changed SELECT * FROM up""")
-        written = cur.rowcount
-        if not written:
-            return 0
-        cur.execute("""SELECT symbol, interval_minutes, count(*) FILTER (WHERE inserted)
-                       FROM _kk_changed GROUP BY symbol, interval_minutes""")
-        groups = cur.fetchall()
-        if any(minutes == 1 for _, minutes, _ in groups):
-            cur.execute("ANALYZE _kk_changed")
-            self._maintain_rollups(cur, '(SELECT symbol, "timestamp" FROM _kk_changed '
+        with ThreadPoolExecutor(1) as pool:
+            # A large batch's own rollups are worked out while the server upserts it (after
+            # the COPY, whose encoding wants this process's cores); they are used if every 1m
+            # row of the batch wins (see _apply_batch_rollups).
+            _copy_in(cur, "_kk_in_candles", table)
+            ones = pc.sum(pc.equal(table["interval_minutes"], 1)).as_py() or 0
+            batch = pool.submit(_batch_rollups, table) if ones >= _BATCH_ROLLUP_ROWS else None
+            cols = ", ".join(_ts_in('"timestamp"') if n == "timestamp" else _q(n)
+                             for n in CANDLE_SCHEMA.names)
+            cur.execute(f"""
+                WITH up AS (
+                    INSERT INTO candles AS c ({_CANDLE_NAMES})
+                    SELECT {cols} FROM (
+                        SELECT DISTINCT ON ("timestamp", symbol, interval_minutes) *
+                        FROM _kk_in_candles
+                        ORDER BY "timestamp", symbol, interval_minutes, volume DESC, _ord DESC) i
+                    ON CONFLICT ("timestamp", symbol, interval_minutes) DO UPDATE
+                    SET {_CANDLE_UPDATE} WHERE excluded.volume >= c.volume
+                    RETURNING c.symbol, c.interval_minutes, c.xmax = 0 AS inserted)
+                SELECT symbol, interval_minutes, count(*) FILTER (WHERE inserted), count(*)
+                FROM up GROUP BY symbol, interval_minutes""")
+            groups = cur.fetchall()
+            changed_minutes = sum(n for _, minutes, _, n in groups if minutes == 1)
+            rollups = batch.result() if batch is not None else None
+        if rollups is not None and changed_minutes == rollups.minutes:
+            self._apply_batch_rollups(cur, rollups)
+        elif changed_minutes:
+            # the batch's minutes: those that lost to a stored fuller candle changed nothing,
+            # and recomputing their buckets finds that
+            cur.execute("ANALYZE _kk_in_candles")
+            self._maintain_rollups(cur, f'(SELECT symbol, {_ts_in(_q("timestamp"))} AS '
+                                        '"timestamp" FROM _kk_in_candles '
                                         "WHERE interval_minutes = 1) AS changed")
         self._refresh_status(cur, {
             (symbol, f"candles_{_TF_NAME[minutes]}"): inserted
-            for symbol, minutes, inserted in groups if minutes in _TF_NAME})
-        return int(written)
+            for symbol, minutes, inserted, _ in groups if minutes in _TF_NAME})
+        return sum(int(n) for *_, n in groups)
+
+    def _apply_batch_rollups(self, cur: Any, rollups: _BatchRollups) -> None:
+        """Rollups of a write whose every 1m row was stored: at each level, the buckets the
+        batch fills whole (those inside its runs of minutes) are replaced by the batch's own
+        aggregates (``rollups``: by the rule of ``store.duckdb.aggregate_query``, the one the SQL
+        here follows); the buckets holding the first or last minute of a run — the only ones
+        it touches without filling — are recomputed from the stored rows."""
+        cur.execute('CREATE TEMP TABLE _kk_whole (minutes integer, symbol text, '
+                    'lo timestamptz, hi timestamptz) ON COMMIT DROP')
+        cur.executemany("INSERT INTO _kk_whole VALUES (%s, %s, %s, %s)", [
+            (minutes, symbol, from_epoch_us(bucket_ceil_us(a, minutes)),
+             from_epoch_us(bucket_floor_us(b, minutes)))
+            for minutes, _ in rollups.levels for symbol, a, b in rollups.runs])
+        for minutes, rows in rollups.levels:
+            cur.execute(f"""DELETE FROM {ROLLUPS[minutes]} d USING _kk_whole w
+                            WHERE w.minutes = %s AND d.symbol = w.symbol
+                              AND d."timestamp" >= w.lo AND d."timestamp" < w.hi""",
+                        (minutes,))
+            with cur.copy(f"COPY {ROLLUPS[minutes]} ({_CANDLE_NAMES}) FROM STDIN "
+                          "(FORMAT csv)") as copy:
+                copy.write(rows)
+        cur.execute('CREATE TEMP TABLE _kk_run_ends (symbol text, "timestamp" timestamptz) '
+                    "ON COMMIT DROP")
+        cur.executemany("INSERT INTO _kk_run_ends VALUES (%s, %s)", [
+            (symbol, from_epoch_us(us)) for symbol, a, b in rollups.runs
+            for us in sorted({a, b - 60_000_000})])
+        self._maintain_rollups(cur, "_kk_run_ends", prune=False)
 
     def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
         for update in sync:

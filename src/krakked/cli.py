@@ -543,8 +543,10 @@ def candles(
                        ] = "table",
     store: StoreOpt = None,
 ) -> None:
-    """Closed candles from the store (no network). Higher timeframes are derived exactly from
-    the finest stored candles where Kraken's own are not stored (e.g. 4h from 1h or 1m).
+    """Closed candles from the store (no network). A timeframe whose own candles (Kraken's) do
+    not cover a bucket is derived exactly from the coarsest finer stored series that covers the
+    whole bucket (e.g. 4h from 1h, else 1m); a bucket nothing covers whole is left out, never
+    partial.
 
     krakked candles XBTUSD --tf 1h --since 2024-01-01 --format csv > xbt.csv
     """

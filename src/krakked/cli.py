@@ -559,7 +559,7 @@ def candles(
         raise typer.BadParameter(f"{format_!r} is not table, csv, json or parquet",
                                  param_hint="--format")
     from krakked.market.candles import interval_minutes
-    from krakked.store.base import parse_utc
+    from krakked.times import parse_utc
 
     interval_minutes(tf)  # bad arguments are found before the store is opened
     parse_utc(since, "--since")

@@ -41,6 +41,7 @@ from krakked.market.candles import (
     merge_ranges,
     plan_sources,
 )
+from krakked.times import parse_utc
 
 __all__ = [
     "CANDLE_SCHEMA",
@@ -54,7 +55,6 @@ __all__ = [
     "SyncUpdate",
     "batch_coverage",
     "candles_to_arrow",
-    "parse_utc",
     "trades_to_arrow",
 ]
 
@@ -475,24 +475,6 @@ def _convert(table: pa.Table, as_: AsKind) -> Any:
                 "as_='pandas' needs pandas installed (pip install pandas)") from None
         return table.to_pandas()
     raise UsageError(f"as_ must be candles, arrow, polars or pandas, not {as_!r}")
-
-
-def parse_utc(value: datetime | int | float | str | None, name: str) -> datetime | None:
-    """Accept datetimes (naive = UTC), Unix seconds, ISO strings; return aware UTC. A value
-    that is none of these is a ``UsageError`` naming ``name``."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise UsageError(f"{name}: {value!r} is not an ISO date/time") from None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    raise UsageError(f"{name}: cannot read {value!r} as a time")
 
 
 def _window(start: datetime | int | str | None, end: datetime | int | str | None

@@ -9,13 +9,13 @@ __version__ = "0.1.0"
 __all__ = ["Market", "__version__"]
 
 if TYPE_CHECKING:
-    from krakked.api import Market
+    from krakked.market_data import Market
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import krakked` stays light for the CLI; `from krakked import Market` works.
     if name == "Market":
-        from krakked.api import Market
+        from krakked.market_data import Market
 
         return Market
     raise AttributeError(f"module 'krakked' has no attribute {name!r}")

@@ -380,7 +380,7 @@ def creds_show(json_: JsonOpt = False) -> None:
 
 
 def _market(store: str | None) -> Any:
-    from krakked.api import Market
+    from krakked.market_data import Market
     from krakked.store import open_store, resolve_store_url
 
     settings = _settings()

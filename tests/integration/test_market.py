@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from krakked.api import Market
 from krakked.cli import app
 from krakked.config import UniverseSettings, load_settings
 from krakked.errors import NetworkError, UnknownPairError, UsageError
@@ -27,6 +26,7 @@ from krakked.history import HistoricalDataProvider
 from krakked.kraken.http import RetryPolicy
 from krakked.kraken.limits import PublicLimiter
 from krakked.kraken.spot import SpotClient
+from krakked.market_data import Market
 from krakked.sim import SimClock, SimConfig, Simulator
 from krakked.sim.server import running
 from krakked.store import open_store
@@ -102,7 +102,7 @@ def test_universe_offline_serves_the_stored_snapshot_marked_stale(
     url, settings = market.store.url, market.settings
     market.close()
     with Market(url, settings=settings, client=_unreachable_client(settings)) as offline, \
-            caplog.at_level(logging.WARNING, "krakked.api"):
+            caplog.at_level(logging.WARNING, "krakked.market_data"):
         stale = offline.get_universe_metadata()
         assert offline.universe_is_stale is True and offline.universe_updated_at == taken
         assert [p.to_row() for p in stale] == [p.to_row() for p in fresh]

@@ -1,8 +1,11 @@
-"""``Market``: the market-data API in one object — universe, metadata, OHLC backfill and queries.
+"""``Market``: the one front door to market data — universe, pair metadata, the store, sync jobs.
 
-It ties the layers together (Spot client, pair universe, store, OHLC sync) the way the original
-market-data module's functions did: ``get_universe``, ``get_pair_metadata``, ``backfill_ohlc``,
-``get_ohlc``, ``get_ohlc_since``, ``refresh``, ``get_data_status``.
+It is the original design's "Market Data & Pair Universe" API in one object: ``get_universe``,
+``get_pair_metadata``, ``backfill_ohlc``, ``get_ohlc``, ``get_ohlc_since``, ``refresh``,
+``get_data_status`` (the live calls join it with the live stream). Every command and
+``krakked.history`` reach market data through it, so a pair name resolves the same way
+everywhere: live ``AssetPairs`` when fetched, else the store's ``pairs`` snapshot, else the
+built-in offline tables (``market.pairs.Universe.resolve``, the one function that does it).
 """
 
 from __future__ import annotations
@@ -14,23 +17,17 @@ from typing import Any
 import httpx
 
 from krakked.config import Settings, load_settings
-from krakked.errors import KrakenError, StoreError, UnknownPairError
+from krakked.errors import KrakenError, NoDataError, StoreError, UnknownPairError
 from krakked.kraken.spot import SpotClient
 from krakked.market.candles import Candle
-from krakked.market.pairs import (
-    PairMetadata,
-    PairResolver,
-    apply_region,
-    build_universe,
-    parse_asset_pairs,
-)
+from krakked.market.pairs import PairMetadata, Universe, snapshot_cannot_apply
 from krakked.store import MarketStore, open_store
 from krakked.store.base import PAIR_SCHEMA
 from krakked.sync.ohlc import OhlcSyncResult, backfill_ohlc
 
 __all__ = ["Market"]
 
-log = logging.getLogger("krakked.api")
+log = logging.getLogger("krakked.market_data")
 
 
 class Market:
@@ -38,13 +35,15 @@ class Market:
 
     ``Market()`` uses the default store (a DuckDB file in the user data directory) and
     api.kraken.com; pass ``store=`` (a URL or a ``MarketStore``), ``client=`` or ``transport=``
-    (e.g. ``Simulator().transport()``) to change either.
+    (e.g. ``Simulator().transport()``) to change either. ``read_only=True`` opens a store URL
+    for reading (it must exist; nothing is created).
 
     The universe and pair metadata are fetched on first use. When ``AssetPairs`` cannot be
     fetched, the last ``pairs`` snapshot in the store is served instead, marked stale
     (``universe_is_stale``, ``universe_updated_at``, and a warning in the log); without one,
     the universe and metadata calls raise Kraken's error (never an empty universe), while
-    names still resolve through the built-in offline tables.
+    names still resolve through the built-in offline tables. ``offline=True`` never asks
+    Kraken: names and metadata come from the stored snapshot, else the offline tables.
     """
 
     def __init__(
@@ -54,23 +53,27 @@ class Market:
         settings: Settings | None = None,
         client: SpotClient | None = None,
         transport: httpx.BaseTransport | None = None,
+        offline: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.settings = settings or load_settings()
         self._own_store = not isinstance(store, MarketStore)
         self.store = store if isinstance(store, MarketStore) else open_store(
-            store, settings=self.settings)
+            store, settings=self.settings, read_only=read_only)
         self._own_client = client is None
         self.client = client or SpotClient(settings=self.settings, transport=transport)
-        self._pairs: dict[str, PairMetadata] | None = None
-        self._universe: list[PairMetadata] | None = None
-        self._resolver: PairResolver | None = None
+        self.offline = offline
+        self.universe = Universe(self.client.get_asset_pairs, region=self.settings.region,
+                                 settings=self.settings.universe,
+                                 fetch_tickers=self.client.get_ticker)
+        self._loaded = False
         self._pairs_error: KrakenError | None = None
-        self._updated_at: datetime | None = None
-        self._stale = False
+        self.store.set_resolver(self.resolve)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Close the store and client this Market opened (not ones it was given)."""
         if self._own_store:
             self.store.close()
         if self._own_client:
@@ -87,67 +90,46 @@ class Market:
     def refresh(self) -> list[str]:
         """Re-fetch AssetPairs (and Ticker when a liquidity floor is set), re-apply the region
         and ``[universe]`` rules, store the snapshot, and return the universe."""
-        region = self.settings.region
-        pairs = apply_region(parse_asset_pairs(self.client.get_asset_pairs()), region)
-        tickers = None
-        if self.settings.universe.min_24h_volume_usd:
-            tickers = self.client.get_ticker()
-        universe = build_universe(pairs, region, self.settings.universe, tickers)
         now = datetime.now(UTC)
-        self._install(pairs, universe, now, stale=False, error=None)
-        rows = [p.to_row(now) for p in pairs.values()]
+        universe = self.universe.refresh(updated_at=now)
+        self._loaded, self._pairs_error = True, None
+        rows = [p.to_row(now) for p in self.universe.all_pairs.values()]
         import pyarrow as pa
 
         self.store.write_pairs(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA))
         return [p.canonical for p in universe]
 
-    def _install(self, pairs: dict[str, PairMetadata], universe: list[PairMetadata] | None,
-                 updated_at: datetime | None, *, stale: bool, error: KrakenError | None) -> None:
-        self._pairs, self._universe = pairs, universe
-        self._resolver = PairResolver(pairs)  # empty: the offline tables
-        self.store.set_resolver(self._resolver.resolve)
-        self._updated_at, self._stale, self._pairs_error = updated_at, stale, error
-
     def _ensure_pairs(self) -> None:
-        if self._pairs is None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if not self.offline:
             try:
                 self.refresh()
+                return
             except KrakenError as exc:
-                self._fall_back_to_snapshot(exc)
+                self._pairs_error = exc
+        self._load_snapshot()
 
-    def _fall_back_to_snapshot(self, exc: KrakenError) -> None:
-        """AssetPairs failed with ``exc``: serve the stored snapshot (stale) if it can be."""
+    def _load_snapshot(self) -> None:
+        """AssetPairs is not at hand: serve the stored snapshot (stale) if there is one."""
         pairs, taken = self._stored_snapshot()
+        exc = self._pairs_error
+        why = f"AssetPairs unavailable ({exc})" if exc else "offline"
         if not pairs:
-            log.info("AssetPairs unavailable (%s) and no stored pairs snapshot: names resolve "
-                     "through the offline tables only", exc)
-            self._install({}, None, None, stale=False, error=exc)
+            log.info("%s and no stored pairs snapshot: names resolve through the offline "
+                     "tables only", why)
             return
         when = taken.isoformat() if taken else "at an unknown time"
-        missing = self._rules_a_snapshot_cannot_apply()
-        if missing:
-            log.warning("AssetPairs unavailable (%s); the stored pairs snapshot (taken %s) "
-                        "cannot apply %s, so no universe is served (pair metadata is, stale)",
-                        exc, when, " or ".join(missing))
-            self._install(pairs, None, taken, stale=True, error=exc)
-            return
-        universe = build_universe(pairs, self.settings.region, self.settings.universe)
-        log.warning("AssetPairs unavailable (%s); serving the stored pairs snapshot taken %s "
-                    "(stale)", exc, when)
-        self._install(pairs, universe, taken, stale=True, error=None)
-
-    def _rules_a_snapshot_cannot_apply(self) -> list[str]:
-        """``[universe]`` rules that need data the ``pairs`` table does not keep."""
-        rules = self.settings.universe
-        missing = []
-        if rules.exclude_leveraged_pairs:
-            missing.append("universe.exclude_leveraged_pairs (the snapshot keeps no leverage)")
-        if rules.min_24h_volume_usd:
-            missing.append("universe.min_24h_volume_usd (it needs Kraken's Ticker)")
-        return missing
+        if self.universe.load_snapshot(pairs, taken) is None:
+            log.warning("%s; the stored pairs snapshot (taken %s) cannot apply %s, so no "
+                        "universe is served (pair metadata is, stale)", why, when,
+                        " or ".join(snapshot_cannot_apply(self.settings.universe)))
+        elif exc is not None:
+            log.warning("%s; serving the stored pairs snapshot taken %s (stale)", why, when)
 
     def _stored_snapshot(self) -> tuple[dict[str, PairMetadata], datetime | None]:
-        """The store's ``pairs`` snapshot (region applied) and when it was taken."""
+        """The store's ``pairs`` snapshot and when it was taken."""
         try:
             rows = self.store.read_pairs().to_pylist()
         except StoreError as exc:
@@ -163,26 +145,28 @@ class Market:
                 continue
             pairs.setdefault(meta.canonical, meta)
         stamps = [r["updated_at"] for r in rows if r.get("updated_at") is not None]
-        return apply_region(pairs, self.settings.region), max(stamps, default=None)
+        return pairs, max(stamps, default=None)
 
     def _require_universe(self) -> list[PairMetadata]:
         self._ensure_pairs()
-        if self._universe is None:
-            assert self._pairs_error is not None
-            raise self._pairs_error
-        return self._universe
+        if not self.universe.available:
+            if self._pairs_error is not None:
+                raise self._pairs_error
+            raise NoDataError("no universe: offline, and the store holds no usable pairs "
+                              "snapshot (run `krakked universe` once with Kraken reachable)")
+        return list(self.universe.pairs)
 
     @property
     def universe_updated_at(self) -> datetime | None:
         """When the pair metadata in use was fetched from Kraken (the snapshot's ``updated_at``
         when stale); None before the universe is loaded or when none could be."""
-        return self._updated_at
+        return self.universe.updated_at
 
     @property
     def universe_is_stale(self) -> bool:
         """True when the universe and metadata come from the stored snapshot because
         ``AssetPairs`` could not be fetched."""
-        return self._stale
+        return self.universe.stale
 
     def get_universe(self) -> list[str]:
         """Canonical names (Kraken altnames) of the universe, sorted. Raises Kraken's error
@@ -191,25 +175,23 @@ class Market:
 
     def get_universe_metadata(self) -> list[PairMetadata]:
         """``PairMetadata`` of every universe pair (same failure rule as ``get_universe``)."""
-        return list(self._require_universe())
+        return self._require_universe()
 
     def resolve(self, pair: str) -> str:
         """Any alias (``BTC/USD``, ``XXBTZUSD``, ``XBT/USD``…) -> canonical (``XBTUSD``)."""
         self._ensure_pairs()
-        assert self._resolver is not None
-        return self._resolver.resolve(pair)
+        return self.universe.resolve(pair)
 
     def get_pair_metadata(self, pair: str) -> PairMetadata:
         """Metadata of any Kraken pair (not only the universe's); ``UnknownPairError`` for a
         name that names no pair; Kraken's error when no metadata could be fetched or stored."""
-        self._ensure_pairs()
-        assert self._resolver is not None and self._pairs is not None
-        canonical = self._resolver.resolve(pair)
-        if canonical not in self._pairs:
-            if not self._pairs and self._pairs_error is not None:
+        canonical = self.resolve(pair)
+        known = self.universe.all_pairs
+        if canonical not in known:
+            if not known and self._pairs_error is not None:
                 raise self._pairs_error
             raise UnknownPairError(pair)
-        return self._pairs[canonical]
+        return known[canonical]
 
     # -- OHLC ----------------------------------------------------------------------------------
 
@@ -218,8 +200,8 @@ class Market:
         """Store the closed candles Kraken still serves (its latest 720) and resume from there
         next time."""
         canonical = self.resolve(pair)
-        rest = self._pairs[canonical].rest_symbol if self._pairs and canonical in self._pairs \
-            else canonical
+        meta = self.universe.all_pairs.get(canonical)
+        rest = meta.rest_symbol if meta is not None else canonical
         return backfill_ohlc(self.client, self.store, canonical, timeframe, rest_symbol=rest,
                              since=since, full=full)
 
@@ -249,7 +231,7 @@ class Market:
             rest = {"reachable": False, "error": str(exc)}
         return {
             "rest": rest,
-            "universe_size": len(self._universe or []),
+            "universe_size": len(self.universe.pairs),
             "store": self.store.health_check(),
             "symbols": self.store.get_symbols(),
         }

@@ -379,13 +379,16 @@ def creds_show(json_: JsonOpt = False) -> None:
 # -- market data -------------------------------------------------------------------------------
 
 
-def _market(store: str | None) -> Any:
+def _market(store: str | None, *, read: bool = False) -> Any:
+    """The front door on the chosen store. ``read``: for commands that only read it — the store
+    is opened read-only (it must exist) and Kraken is never asked (names resolve through the
+    stored pairs snapshot, else the offline tables)."""
     from krakked.market_data import Market
-    from krakked.store import open_store, resolve_store_url
+    from krakked.store import resolve_store_url
 
     settings = _settings()
     url, _ = resolve_store_url(store, settings)
-    return Market(open_store(url, settings=settings), settings=settings)
+    return Market(url, settings=settings, offline=read, read_only=read)
 
 
 @app.command()
@@ -402,7 +405,6 @@ def universe(
     with _market(store) as m:
         pairs = m.get_universe_metadata()
         stale, taken = m.universe_is_stale, m.universe_updated_at
-        m.store.close()
     when = taken.isoformat() if taken else None
     if json_:
         _emit_json([{**_pair_dict(p), "stale": stale, "updated_at": when} for p in pairs])
@@ -552,7 +554,6 @@ def candles(
     """
     import pyarrow as pa
 
-    from krakked.store import open_store, resolve_store_url
     from krakked.store.base import arrow_to_candles
 
     if format_ not in ("table", "csv", "json", "parquet"):
@@ -564,17 +565,15 @@ def candles(
     interval_minutes(tf)  # bad arguments are found before the store is opened
     parse_utc(since, "--since")
     parse_utc(until, "--until")
-    settings = _settings()
-    url, _ = resolve_store_url(store, settings)
-    with open_store(url, settings=settings, read_only=True) as s:
+    with _market(store, read=True) as m:
+        s, symbol = m.store, m.resolve(pair)
         if last is not None:  # the newest N inside the window, if one is given
-            table: pa.Table = s.get_latest_candles(pair, tf, last, as_="arrow", start=since,
+            table: pa.Table = s.get_latest_candles(symbol, tf, last, as_="arrow", start=since,
                                                    end=until)
         elif since is not None and until is None:
-            table = s.get_ohlc_since(pair, tf, since, as_="arrow")
+            table = s.get_ohlc_since(symbol, tf, since, as_="arrow")
         else:
-            table = s.get_candles(pair, tf, since, until, as_="arrow")
-        symbol = s.canonical(pair)
+            table = s.get_candles(symbol, tf, since, until, as_="arrow")
     if format_ == "parquet":
         import pyarrow.parquet as pq
 
@@ -614,12 +613,11 @@ def candles(
 def store_info(json_: JsonOpt = False, store: StoreOpt = None) -> None:
     """Per pair and timeframe: first and last candle, rows, missing buckets and gap runs."""
     from krakked.market.candles import timeframe_name
-    from krakked.store import open_store, resolve_store_url
+    from krakked.store import resolve_store_url
 
-    settings = _settings()
-    url, source = resolve_store_url(store, settings)
-    with open_store(url, settings=settings, read_only=True) as s:
-        rows = s.info()
+    url, source = resolve_store_url(store, _settings())
+    with _market(store, read=True) as m:
+        rows = m.store.info()
 
     def series(minutes: int | None) -> str:
         return timeframe_name(minutes) if minutes else "trades"
@@ -660,14 +658,12 @@ def export(
     keys, so nothing is duplicated). Pipeline `krakked_market`, state kept with the data at the
     destination; with --destination duckdb the file is krakked_export.duckdb in the data dir.
     """
-    from krakked.store import open_store, resolve_store_url
     from krakked.sync.export import export_market
 
     settings = _settings()
-    url, _ = resolve_store_url(store, settings)
-    with open_store(url, settings=settings, read_only=True) as s:
+    with _market(store, read=True) as m:
         report = export_market(
-            s, destination, pipelines_dir=settings.paths.dlt_pipelines_dir, dataset=dataset,
+            m.store, destination, pipelines_dir=settings.paths.dlt_pipelines_dir, dataset=dataset,
             symbols=pairs, full=full,
             duckdb_path=settings.paths.data_dir / "krakked_export.duckdb",
         )

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from krakked.market.candles import Candle, HistoricalCandle, HistoricalTrade, interval_minutes
 from krakked.market.pairs import CSV_SYMBOL_MAP, DEFAULT_SYMBOLS, PAIR_MAP, REVERSE_PAIR_MAP
-from krakked.store import MarketStore, open_store
+from krakked.market_data import Market
 
 __all__ = [
     "CSV_SYMBOL_MAP",
@@ -113,16 +113,19 @@ class HistoricalDataProvider:
         self.db_url = db_url
         self.pool_min_size = pool_min_size
         self.pool_max_size = pool_max_size
-        self._store: MarketStore | None = None
+        self._market: Market | None = None
 
     async def connect(self) -> None:
-        if self._store is None:
-            self._store = await asyncio.to_thread(open_store, self.db_url, read_only=True)
+        """Open the store for reading, through the front door (names resolve as everywhere:
+        the stored pairs snapshot, else the offline tables; Kraken is never asked)."""
+        if self._market is None:
+            self._market = await asyncio.to_thread(Market, self.db_url, offline=True,
+                                                   read_only=True)
 
     async def close(self) -> None:
-        if self._store is not None:
-            await asyncio.to_thread(self._store.close)
-            self._store = None
+        if self._market is not None:
+            await asyncio.to_thread(self._market.close)
+            self._market = None
 
     async def __aenter__(self) -> HistoricalDataProvider:
         await self.connect()
@@ -133,8 +136,8 @@ class HistoricalDataProvider:
 
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         await self.connect()
-        assert self._store is not None
-        return await asyncio.to_thread(getattr(self._store, name), *args, **kwargs)
+        assert self._market is not None
+        return await asyncio.to_thread(getattr(self._market.store, name), *args, **kwargs)
 
     async def get_candles(self, symbol: str, interval_minutes: int, start: datetime,
                           end: datetime, limit: int | None = None) -> list[Candle]:

@@ -375,6 +375,22 @@ def test_cli_bad_input_is_one_line_with_its_exit_code(cli_env: Path, capsys, arg
     assert fragment in err and "Traceback" not in err
 
 
+def test_reads_resolve_names_through_the_stored_pairs_snapshot_without_asking_kraken(
+        cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from krakked.cli import main
+
+    assert cli("ohlc", "backfill", "ARBUSD", "--tf", "1h").exit_code == 0  # writes the snapshot
+    _unreachable(monkeypatch)  # and from here on Kraken cannot be reached
+    got = json.loads(cli("candles", "ARB/USD", "--tf", "1h", "--last", "2", "--format",
+                         "json").output)  # a name only AssetPairs (or its snapshot) knows
+    assert [c["symbol"] for c in got] == ["ARBUSD", "ARBUSD"]
+    empty = f"duckdb:///{tmp_path / 'other.duckdb'}"
+    assert cli("ohlc", "backfill", "XBTUSD", "--tf", "1h", "--store", empty).exit_code != 0
+    with pytest.raises(SystemExit) as info:  # no snapshot there: the offline tables alone
+        main(["candles", "ARB/USD", "--store", empty])
+    assert info.value.code == 19 and "ARB/USD" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("scheme", ["duckdb", "parquet", "csv"])
 @pytest.mark.parametrize("command", [("candles", "XBTUSD"), ("store", "info"),
                                      ("export", "--destination", "duckdb")])

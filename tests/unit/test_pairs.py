@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from krakked.config import RegionProfile, UniverseSettings
 from krakked.errors import StoreError, UnknownPairError, UsageError
+from krakked.market.names import _offline_resolver
 from krakked.market.pairs import (
     CSV_SYMBOL_MAP,
     DEFAULT_SYMBOLS,
@@ -26,8 +27,6 @@ from krakked.market.pairs import (
     estimate_24h_volume_usd,
     parse_asset_pairs,
     resolve_offline,
-    to_internal_symbol,
-    to_v2_symbol,
 )
 from krakked.sim.config import SimConfig
 from krakked.sim.market import Market
@@ -382,16 +381,14 @@ def test_metadata_is_found_by_any_alias_and_unknown_offline(pairs) -> None:
         PairResolver({}).metadata("BTC/USD")
 
 
-def test_v2_and_internal_symbol_helpers(pairs) -> None:
-    assert to_v2_symbol("XBTUSD") == "BTC/USD"
-    assert to_v2_symbol("XXRPXXBT") == "XRP/BTC"
-    assert to_v2_symbol("XDGUSD") == "DOGE/USD"
-    assert to_v2_symbol("MATICUSD", PairResolver(pairs)) == "MATIC/USD"
-    assert to_internal_symbol("XBTUSDT") == "BTC/USDT"
-    assert to_internal_symbol("XRPXBT") == "XRP/BTC"
-    assert to_internal_symbol("XBTEUR", PairResolver(pairs)) == "BTC/EUR"
+def test_v2_names_of_any_spelling(pairs) -> None:
+    offline = _offline_resolver()
+    assert offline.v2_symbol("XBTUSD") == "BTC/USD"
+    assert offline.v2_symbol("XXRPXXBT") == "XRP/BTC"
+    assert offline.v2_symbol("XDGUSD") == "DOGE/USD"
+    assert PairResolver(pairs).v2_symbol("MATICUSD") == "MATIC/USD"
     with pytest.raises(UnknownPairError):
-        to_v2_symbol("NOPE")
+        offline.v2_symbol("NOPE")
 
 
 # --- offline tables ----------------------------------------------------------------------------
@@ -419,7 +416,7 @@ def test_offline_maps_round_trip() -> None:
     for stem, internal in CSV_SYMBOL_MAP.items():
         assert resolve_offline(stem) == PAIR_MAP[internal]
     for internal, alt in PAIR_MAP.items():
-        assert resolve_offline(internal) == alt and to_internal_symbol(alt) == internal
+        assert resolve_offline(internal) == alt and REVERSE_PAIR_MAP[alt] == internal
 
 
 def test_offline_v2_names_agree_with_the_simulators_asset_pairs() -> None:

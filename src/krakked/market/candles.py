@@ -164,12 +164,6 @@ class Candle:
                 d[key] = format(d[key], "f")
         return d
 
-    @classmethod
-    def from_row(cls, row: Sequence[Any] | dict[str, Any]) -> Candle:
-        """Build from a store row (mapping or sequence in column order)."""
-        if isinstance(row, dict):
-            return cls(**{k: row[k] for k in CANDLE_COLUMNS if k in row})
-        return cls(*row)
 
 
 HistoricalCandle = Candle

@@ -24,8 +24,6 @@ __all__ = [
     "REVERSE_PAIR_MAP",
     "PairResolver",
     "resolve_offline",
-    "to_internal_symbol",
-    "to_v2_symbol",
 ]
 
 PAIR_MAP: dict[str, str] = {
@@ -220,17 +218,5 @@ def resolve_offline(name: str) -> str:
     ``UnknownPairError`` with close matches for a name they do not know."""
     return _offline_resolver().resolve(name)
 
-
-def to_v2_symbol(name: str, resolver: PairResolver | None = None) -> str:
-    """The WS v2 name (``BTC/USD``, ``DOGE/USD``, ``XRP/BTC``) of any spelling of a pair;
-    through ``resolver`` if given, else the offline tables."""
-    return (resolver or _offline_resolver()).v2_symbol(name)
-
-
-def to_internal_symbol(canonical: str, resolver: PairResolver | None = None) -> str:
-    """The original system's internal name (``XBTUSDT`` -> ``BTC/USDT``): ``REVERSE_PAIR_MAP``
-    for its pairs, else the WS v2 name (the same convention)."""
-    found = REVERSE_PAIR_MAP.get(str(canonical).strip().upper())
-    return found if found is not None else to_v2_symbol(canonical, resolver)
 
 

@@ -35,8 +35,6 @@ from krakked.market.names import (
     PairResolver,
     _offline_resolver,
     resolve_offline,
-    to_internal_symbol,
-    to_v2_symbol,
 )
 
 __all__ = [
@@ -57,8 +55,6 @@ __all__ = [
     "parse_asset_pairs",
     "resolve_offline",
     "snapshot_cannot_apply",
-    "to_internal_symbol",
-    "to_v2_symbol",
 ]
 
 log = logging.getLogger("krakked.market.pairs")

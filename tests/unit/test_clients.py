@@ -25,6 +25,7 @@ from krakked.errors import (
     ServiceUnavailableError,
     UnknownPairError,
 )
+from krakked.kraken.auth import key_lock
 from krakked.kraken.futures import FuturesClient
 from krakked.kraken.http import (
     ClientStats,
@@ -142,6 +143,70 @@ def test_private_call_without_keys_is_detectable(settings, kraken, clock) -> Non
         client.get_balance()
     with pytest.raises(NoCredentialsError, match="KRAKEN_FUTURES__API_KEY"):
         FuturesClient(None, settings=settings, transport=kraken.transport()).get_accounts()
+
+
+# -- what every client shares: per-key state, one lock per key, lifecycle -----------------------
+
+
+def test_clients_of_one_key_share_its_limiter_and_other_keys_get_their_own(settings) -> None:
+    other_spot = KeyPair.create("spot", "OTHER" + SPOT_KEY[5:], SPOT_SECRET, "test")
+    other_futures = KeyPair.create("futures", "OTHER" + FUT_KEY[5:], FUT_SECRET, "test")
+    spot = [SpotClient(keys, settings=settings) for keys in (spot_keys(), spot_keys(), other_spot)]
+    assert spot[0].limiter is spot[1].limiter
+    assert spot[0].limiter is not spot[2].limiter
+    assert spot[0].public_limiter is spot[2].public_limiter  # public calls: one pace per host
+    futures = [FuturesClient(keys, settings=settings)
+               for keys in (futures_keys(), futures_keys(), other_futures)]
+    assert futures[0].limiter is futures[1].limiter
+    assert futures[0].limiter is not futures[2].limiter
+
+
+def test_a_persisted_key_shares_its_limits_beside_its_nonce_state_unless_told_not_to(
+        settings) -> None:
+    spot = SpotClient(spot_keys(), settings=settings)
+    futures = FuturesClient(futures_keys(), settings=settings)
+    for state in (spot.limiter.state, futures.limiter.derivatives.state,
+                  futures.limiter.history.state):
+        assert state is not None and state.path.parent == settings.paths.nonce_dir
+    in_memory = SpotClient(spot_keys(), settings=settings, persist_nonce=False)
+    assert in_memory.limiter.state is None and in_memory.limiter is not spot.limiter
+    for client in (FuturesClient(futures_keys(), settings=settings, persist_nonce=False),
+                   FuturesClient(None, settings=settings)):  # no key: nothing to share
+        assert client.limiter.derivatives.state is None and client.limiter is not futures.limiter
+
+
+def test_a_signed_call_holds_its_keys_one_lock_from_signing_to_response(settings, kraken,
+                                                                       clock) -> None:
+    held: list[tuple[str, bool]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        key = request.headers.get("API-Key") or request.headers.get("APIKey")
+        held.append((request.url.path, key_lock(key).locked() if key else
+                     key_lock(SPOT_KEY).locked() or key_lock(FUT_KEY).locked()))
+        return kraken.handler(request)
+
+    transport = httpx.MockTransport(handler)
+    spot = make_spot(settings, kraken, clock)
+    spot._http._client._transport = transport
+    futures = make_futures(settings, kraken, clock)
+    futures._http._client._transport = transport
+    spot.get_balance()
+    spot.get_server_time()
+    futures.get_accounts()
+    futures.get_tickers()
+    assert held == [("/0/private/Balance", True), ("/0/public/Time", False),
+                    ("/derivatives/api/v3/accounts", True), ("/derivatives/api/v3/tickers", False)]
+    assert not key_lock(SPOT_KEY).locked() and not key_lock(FUT_KEY).locked()
+
+
+def test_clients_close_their_connections_when_their_block_ends(settings, kraken, clock) -> None:
+    with make_spot(settings, kraken, clock) as spot, make_futures(settings, kraken,
+                                                                 clock) as futures:
+        assert spot.get_server_time()["unixtime"] == 1688669448
+        assert futures.get_tickers()["result"] == "success"
+    assert spot._http._client.is_closed and futures._http._client.is_closed
+    assert repr(spot).startswith("SpotClient(base_url='")
+    assert repr(futures).startswith("FuturesClient(base_url='")
 
 
 # -- error mapping -----------------------------------------------------------------------------

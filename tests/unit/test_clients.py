@@ -3,6 +3,8 @@ limiter fidelity and redaction."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import logging
 from pathlib import Path
@@ -10,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+import krakked
+import krakked.kraken
 from krakked.config import load_settings
 from krakked.credentials import KeyPair
 from krakked.errors import (
@@ -28,6 +32,7 @@ from krakked.errors import (
 from krakked.kraken.auth import key_lock
 from krakked.kraken.futures import FuturesClient
 from krakked.kraken.http import (
+    USER_AGENT,
     ClientStats,
     RetryPolicy,
     classify_futures_error,
@@ -208,6 +213,31 @@ def test_clients_close_their_connections_when_their_block_ends(settings, kraken,
     assert repr(spot).startswith("SpotClient(base_url='")
     assert repr(futures).startswith("FuturesClient(base_url='")
 
+
+
+KRAKEN_DIR = Path(krakked.kraken.__file__).parent
+LAYERS_BELOW_KRAKEN = ("krakked.config", "krakked.credentials", "krakked.errors", "krakked.logs",
+                       "krakked.times", "krakked._version")
+
+
+def test_the_kraken_layer_imports_only_itself_and_the_layers_below_it() -> None:
+    """``krakked`` itself is above: its lazy names reach the front door, sync and store."""
+    wrong: list[str] = []
+    for path in sorted(KRAKEN_DIR.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for name in names:
+                if name.split(".")[0] != "krakked" or name.startswith("krakked.kraken"):
+                    continue
+                if not name.startswith(LAYERS_BELOW_KRAKEN):
+                    wrong.append(f"{path.name}: {name}")
+    assert not wrong
+
+
+def test_the_user_agent_and_the_package_carry_one_version() -> None:
+    assert krakked.__version__ == importlib.import_module("krakked._version").__version__
+    assert USER_AGENT.startswith(f"krakked/{krakked.__version__} ")
 
 # -- error mapping -----------------------------------------------------------------------------
 

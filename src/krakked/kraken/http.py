@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import tenacity
 
-from krakked import __version__
+from krakked._version import __version__
 from krakked.errors import (
     AuthError,
     InvalidNonceError,

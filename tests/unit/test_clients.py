@@ -3,6 +3,8 @@ limiter fidelity and redaction."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import logging
 from pathlib import Path
@@ -10,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+import krakked
+import krakked.kraken
 from krakked.config import load_settings
 from krakked.credentials import KeyPair
 from krakked.errors import (
@@ -25,8 +29,10 @@ from krakked.errors import (
     ServiceUnavailableError,
     UnknownPairError,
 )
+from krakked.kraken.auth import key_lock
 from krakked.kraken.futures import FuturesClient
 from krakked.kraken.http import (
+    USER_AGENT,
     ClientStats,
     RetryPolicy,
     classify_futures_error,
@@ -143,6 +149,95 @@ def test_private_call_without_keys_is_detectable(settings, kraken, clock) -> Non
     with pytest.raises(NoCredentialsError, match="KRAKEN_FUTURES__API_KEY"):
         FuturesClient(None, settings=settings, transport=kraken.transport()).get_accounts()
 
+
+# -- what every client shares: per-key state, one lock per key, lifecycle -----------------------
+
+
+def test_clients_of_one_key_share_its_limiter_and_other_keys_get_their_own(settings) -> None:
+    other_spot = KeyPair.create("spot", "OTHER" + SPOT_KEY[5:], SPOT_SECRET, "test")
+    other_futures = KeyPair.create("futures", "OTHER" + FUT_KEY[5:], FUT_SECRET, "test")
+    spot = [SpotClient(keys, settings=settings) for keys in (spot_keys(), spot_keys(), other_spot)]
+    assert spot[0].limiter is spot[1].limiter
+    assert spot[0].limiter is not spot[2].limiter
+    assert spot[0].public_limiter is spot[2].public_limiter  # public calls: one pace per host
+    futures = [FuturesClient(keys, settings=settings)
+               for keys in (futures_keys(), futures_keys(), other_futures)]
+    assert futures[0].limiter is futures[1].limiter
+    assert futures[0].limiter is not futures[2].limiter
+
+
+def test_a_persisted_key_shares_its_limits_beside_its_nonce_state_unless_told_not_to(
+        settings) -> None:
+    spot = SpotClient(spot_keys(), settings=settings)
+    futures = FuturesClient(futures_keys(), settings=settings)
+    for state in (spot.limiter.state, futures.limiter.derivatives.state,
+                  futures.limiter.history.state):
+        assert state is not None and state.path.parent == settings.paths.nonce_dir
+    in_memory = SpotClient(spot_keys(), settings=settings, persist_nonce=False)
+    assert in_memory.limiter.state is None and in_memory.limiter is not spot.limiter
+    for client in (FuturesClient(futures_keys(), settings=settings, persist_nonce=False),
+                   FuturesClient(None, settings=settings)):  # no key: nothing to share
+        assert client.limiter.derivatives.state is None and client.limiter is not futures.limiter
+
+
+def test_a_signed_call_holds_its_keys_one_lock_from_signing_to_response(settings, kraken,
+                                                                       clock) -> None:
+    held: list[tuple[str, bool]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        key = request.headers.get("API-Key") or request.headers.get("APIKey")
+        held.append((request.url.path, key_lock(key).locked() if key else
+                     key_lock(SPOT_KEY).locked() or key_lock(FUT_KEY).locked()))
+        return kraken.handler(request)
+
+    transport = httpx.MockTransport(handler)
+    spot = make_spot(settings, kraken, clock)
+    spot._http._client._transport = transport
+    futures = make_futures(settings, kraken, clock)
+    futures._http._client._transport = transport
+    spot.get_balance()
+    spot.get_server_time()
+    futures.get_accounts()
+    futures.get_tickers()
+    assert held == [("/0/private/Balance", True), ("/0/public/Time", False),
+                    ("/derivatives/api/v3/accounts", True), ("/derivatives/api/v3/tickers", False)]
+    assert not key_lock(SPOT_KEY).locked() and not key_lock(FUT_KEY).locked()
+
+
+def test_clients_close_their_connections_when_their_block_ends(settings, kraken, clock) -> None:
+    with make_spot(settings, kraken, clock) as spot, make_futures(settings, kraken,
+                                                                 clock) as futures:
+        assert spot.get_server_time()["unixtime"] == 1688669448
+        assert futures.get_tickers()["result"] == "success"
+    assert spot._http._client.is_closed and futures._http._client.is_closed
+    assert repr(spot).startswith("SpotClient(base_url='")
+    assert repr(futures).startswith("FuturesClient(base_url='")
+
+
+
+KRAKEN_DIR = Path(krakked.kraken.__file__).parent
+LAYERS_BELOW_KRAKEN = ("krakked.config", "krakked.credentials", "krakked.errors", "krakked.logs",
+                       "krakked.times", "krakked._version")
+
+
+def test_the_kraken_layer_imports_only_itself_and_the_layers_below_it() -> None:
+    """``krakked`` itself is above: its lazy names reach the front door, sync and store."""
+    wrong: list[str] = []
+    for path in sorted(KRAKEN_DIR.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for name in names:
+                if name.split(".")[0] != "krakked" or name.startswith("krakked.kraken"):
+                    continue
+                if not name.startswith(LAYERS_BELOW_KRAKEN):
+                    wrong.append(f"{path.name}: {name}")
+    assert not wrong
+
+
+def test_the_user_agent_and_the_package_carry_one_version() -> None:
+    assert krakked.__version__ == importlib.import_module("krakked._version").__version__
+    assert USER_AGENT.startswith(f"krakked/{krakked.__version__} ")
 
 # -- error mapping -----------------------------------------------------------------------------
 

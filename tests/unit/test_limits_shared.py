@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from krakked.kraken.auth import key_state_lock, key_state_lock_file, nonce_state_file
+from krakked.kraken.limit_state import LimiterState
 from krakked.kraken.limits import (
     SPOT_PENALTY_UNITS,
     SPOT_SAFETY_SECONDS,
     SPOT_TIERS,
     FuturesLimiter,
-    LimiterState,
     SpotCounterLimiter,
 )
 from krakked.sim import SimClock
@@ -202,7 +202,7 @@ def test_an_unreadable_state_file_is_taken_as_a_full_counter_and_logged_once(
     state = state_for(tmp_path, clock)
     state.path.write_bytes(content)
     limiter = SpotCounterLimiter("starter", clock=clock.monotonic, sleep=clock.sleep, state=state)
-    with caplog.at_level(logging.WARNING, logger="krakked.kraken.limits"):
+    with caplog.at_level(logging.WARNING, logger="krakked.kraken.limit_state"):
         assert limiter.counter == pytest.approx(15)
         state.path.write_bytes(content)  # still damaged on the next call
         assert limiter.acquire("Balance") == pytest.approx(1 / 0.33 + SPOT_SAFETY_SECONDS)
@@ -227,7 +227,7 @@ def test_a_state_directory_that_cannot_be_used_leaves_the_limiter_in_memory(
     blocker = tmp_path / "nonces"
     blocker.write_text("a file where the directory should be")
     limiter = process_limiter(blocker, clock)
-    with caplog.at_level(logging.WARNING, logger="krakked.kraken.limits"):
+    with caplog.at_level(logging.WARNING, logger="krakked.kraken.limit_state"):
         assert [limiter.acquire("Balance") for _ in range(15)] == [0.0] * 15
         assert limiter.acquire("Balance") == pytest.approx(1 / 0.33 + SPOT_SAFETY_SECONDS)
     assert sum("cannot be locked" in r.getMessage() for r in caplog.records) == 1
@@ -246,7 +246,7 @@ def test_a_state_file_that_keeps_coming_back_unreadable_slows_calls_once_not_for
 
     state.path.write_bytes(other_version)
     limiter = SpotCounterLimiter("starter", clock=clock.monotonic, sleep=sleep, state=state)
-    with caplog.at_level(logging.WARNING, logger="krakked.kraken.limits"):
+    with caplog.at_level(logging.WARNING, logger="krakked.kraken.limit_state"):
         start = clock.monotonic()
         for _ in range(10):
             limiter.acquire("Balance")
@@ -261,7 +261,7 @@ def test_a_state_file_that_cannot_be_replaced_leaves_the_limiter_in_memory(
     state = state_for(tmp_path, clock)
     state.path.mkdir()  # a directory where the file should be: unreadable, and cannot be replaced
     limiter = SpotCounterLimiter("starter", clock=clock.monotonic, sleep=clock.sleep, state=state)
-    with caplog.at_level(logging.WARNING, logger="krakked.kraken.limits"):
+    with caplog.at_level(logging.WARNING, logger="krakked.kraken.limit_state"):
         start = clock.monotonic()
         for _ in range(10):
             limiter.acquire("Balance")

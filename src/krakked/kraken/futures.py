@@ -3,52 +3,38 @@
 ``/derivatives`` answers ``{"result": "success"|"error", ...}``; the history API answers plain
 JSON and signals rate limits with HTTP 429 + ``rate-limit-reset``. The history API version is
 configurable (``kraken.futures_history_version``, default ``v3``; ``positions`` exists in v3 only).
-Docs: https://docs.kraken.com/api/docs/futures-api/ (see also shared/kraken/rest.md §7).
+Docs: https://docs.kraken.com/api/docs/guides/futures-rest (authentication) and one page per
+endpoint, e.g. https://docs.kraken.com/api/docs/futures-api/trading/get-accounts and
+https://docs.kraken.com/api/docs/futures-api/history/get-execution-events.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
-from krakked.config import Settings, load_settings
+from krakked.config import Settings
 from krakked.credentials import KeyPair
-from krakked.errors import MalformedResponseError, NoCredentialsError
-from krakked.kraken.auth import encode_form, futures_signature, key_lock, nonce_source_for
+from krakked.errors import MalformedResponseError, RateLimitError
+from krakked.kraken.auth import encode_form, futures_signature
+from krakked.kraken.client import KrakenClient, LimiterRegistry
 from krakked.kraken.http import (
     FUTURES_ERRORS,
-    HttpCore,
     RetryPolicy,
     classify_futures_error,
     classify_status,
     parse_json,
 )
-from krakked.kraken.limits import FuturesLimiter, LimiterState
+from krakked.kraken.limits import FuturesLimiter
 
 __all__ = ["FuturesClient"]
 
-_registry_lock = threading.Lock()
-_limiters: dict[tuple[str, str], FuturesLimiter] = {}
-
-
-def _shared_limiter(key: str | None, state_dir: Path | None) -> FuturesLimiter:
-    """One budget per Futures key in this process (Kraken budgets per key); with a key and
-    ``state_dir`` (the nonce directory) also shared with the key's other processes."""
-    directory = state_dir.expanduser().absolute() if state_dir is not None and key else None
-    ident = (hashlib.sha256((key or "").encode()).hexdigest(), str(directory or ""))
-    with _registry_lock:
-        limiter = _limiters.get(ident)
-        if limiter is None:
-            state = LimiterState.for_key(directory, key) if directory is not None and key else None
-            limiter = _limiters[ident] = FuturesLimiter(state=state)
-        return limiter
+_BUDGETS: LimiterRegistry[FuturesLimiter] = LimiterRegistry()
+"""One pair of budgets per Futures key (and state directory): Kraken budgets per key."""
 
 
 def _error_text(payload: Any) -> str | None:
@@ -68,8 +54,11 @@ def _error_text(payload: Any) -> str | None:
     return None
 
 
-class FuturesClient:
+class FuturesClient(KrakenClient):
     """Kraken Futures REST. ``tickers`` is public; everything else needs a Futures KeyPair."""
+
+    product: ClassVar[str] = "futures"
+    key_variables: ClassVar[str] = "KRAKEN_FUTURES__API_KEY + KRAKEN_FUTURES__API_SECRET"
 
     def __init__(
         self,
@@ -86,44 +75,21 @@ class FuturesClient:
         history_version: str | None = None,
         persist_nonce: bool = True,
     ) -> None:
-        self.settings = settings or load_settings()
-        self.base_url = (base_url or self.settings.kraken.futures_url).rstrip("/")
-        self.credentials = credentials
+        super().__init__(credentials, settings=settings, base_url=base_url, transport=transport,
+                         retry=retry, sleep=sleep, rng=rng, timeout=timeout,
+                         persist_nonce=persist_nonce)
         self.history_version = history_version or self.settings.kraken.futures_history_version
-        self._http = HttpCore(
-            self.base_url,
-            transport=transport,
-            timeout=timeout or self.settings.kraken.timeout_seconds,
-            retry=retry,
-            sleep=sleep,
-            rng=rng,
-        )
-        self._persist_nonce = persist_nonce
         # Kraken budgets per key: shared by the key's clients here and, unless
         # ``persist_nonce=False``, by its processes on this machine (beside its nonce state).
-        self.limiter = limiter or _shared_limiter(
-            credentials.api_key if credentials else None,
-            self.settings.paths.nonce_dir if persist_nonce else None,
-        )
+        self.limiter = limiter or self._key_limiter(
+            _BUDGETS, credentials.api_key if credentials else None,
+            lambda state: FuturesLimiter(state=state))
 
-    @property
-    def stats(self):
-        """Requests, retries and rate-limit waits so far (for run reports)."""
-        return self._http.stats
+    @classmethod
+    def _default_url(cls, settings: Settings) -> str:
+        return settings.kraken.futures_url
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> FuturesClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"FuturesClient(base_url={self.base_url!r}, credentials={self.credentials!r})"
-
-    # -- plumbing ------------------------------------------------------------------------------
+    # -- reading Kraken's answers --------------------------------------------------------------
 
     def _interpret(self, endpoint: str) -> Callable[[httpx.Response], Any]:
         def interpret(response: httpx.Response) -> Any:
@@ -159,6 +125,8 @@ class FuturesClient:
 
         return interpret
 
+    # -- calls ---------------------------------------------------------------------------------
+
     def request(
         self,
         path: str,
@@ -185,7 +153,7 @@ class FuturesClient:
                 return self.limiter.acquire_derivatives(name)
             return 0.0
 
-        def on_rate_limit(exc: Any) -> None:
+        def on_rate_limit(exc: RateLimitError) -> None:
             seconds = exc.retry_after if exc.retry_after is not None else 10.0
             if is_history:
                 self.limiter.block_history(seconds, name, (params or {}).get("count"))
@@ -194,16 +162,12 @@ class FuturesClient:
             exc.retry_after = 0.0  # the limiter now does the waiting
 
         if not private:
-            return self._http.call(
+            return self._send(
                 endpoint, lambda client: client.build_request("GET", url),
                 self._interpret(endpoint), before_send=before, on_rate_limit=on_rate_limit,
             )
         creds = self._require_credentials(path)
-        nonces = nonce_source_for(
-            creds.api_key,
-            self.settings.kraken.nonce_format,
-            self.settings.paths.nonce_dir if self._persist_nonce else None,
-        )
+        nonces = self._nonces(creds)
 
         def build(client: httpx.Client) -> httpx.Request:
             nonce = str(nonces.next())
@@ -212,18 +176,10 @@ class FuturesClient:
                 "GET", url, headers={"APIKey": creds.api_key, "Nonce": nonce, "Authent": authent}
             )
 
-        return self._http.call(
-            endpoint, build, self._interpret(endpoint), lock=key_lock(creds.api_key),
+        return self._send_signed(
+            creds, endpoint, build, self._interpret(endpoint),
             before_send=before, on_rate_limit=on_rate_limit,
         )
-
-    def _require_credentials(self, path: str) -> KeyPair:
-        if self.credentials is None:
-            raise NoCredentialsError(
-                f"futures:{path} is private and no Futures key pair is configured "
-                "(set KRAKEN_FUTURES__API_KEY + KRAKEN_FUTURES__API_SECRET, or run `krakked setup`)"
-            )
-        return self.credentials
 
     def _history(self, name: str, params: Mapping[str, Any], version: str | None = None
                  ) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import tenacity
 
-from krakked import __version__
+from krakked._version import __version__
 from krakked.errors import (
     AuthError,
     InvalidNonceError,
@@ -71,7 +71,10 @@ class Retry(Enum):
     NONCE = "nonce"  # once, with a fresh nonce
 
 
-# Spot error strings (rest.md §5), matched by prefix; first match wins, so longer prefixes first.
+# Spot error strings, matched by prefix; first match wins, so longer prefixes first. Kraken lists
+# them at https://docs.kraken.com/api/docs/guides/spot-errors and
+# https://support.kraken.com/articles/360001491786-api-error-messages; the rate-limit ones at
+# https://docs.kraken.com/api/docs/guides/spot-rest-ratelimits.
 SPOT_ERRORS: tuple[tuple[str, type[KrakenError], Retry], ...] = (
     ("EAPI:Invalid nonce", InvalidNonceError, Retry.NONCE),
     ("EAPI:Invalid key", AuthError, Retry.NEVER),
@@ -102,7 +105,9 @@ SPOT_ERRORS: tuple[tuple[str, type[KrakenError], Retry], ...] = (
     ("EBM:", InvalidRequestError, Retry.NEVER),
 )
 
-# Futures `error` values (rest.md §7.3), matched exactly (case-insensitive); unknown -> bad request.
+# Futures `error` values, matched exactly (case-insensitive); unknown -> bad request. Kraken lists
+# them in every endpoint's error schema, e.g.
+# https://docs.kraken.com/api/docs/futures-api/trading/get-accounts.
 FUTURES_ERRORS: Mapping[str, tuple[type[KrakenError], Retry]] = {
     "apilimitexceeded": (RateLimitError, Retry.RATE),
     "authenticationerror": (AuthError, Retry.NEVER),

@@ -16,35 +16,25 @@ Kraken's facts that are UNCONFIRMED, and therefore configurable rather than hard
 * the cost of Futures history ``positions`` and public ``market/*`` calls (assumed 1) and of
   Futures endpoints missing from Kraken's table (assumed 10).
 
-Kraken counts per key, not per process. With a ``LimiterState`` (the key's state file beside its
-nonce state, under the same file lock) the Spot counter and the Futures budgets are shared by
-every process on this machine using the key: each reservation re-reads the file, merges it in,
-and writes the result back under the lock, so a second process starts from the decayed value
-the first one left and two concurrent ones spend from one budget. Times in the file are wall
-clock (monotonic clocks do not survive a process); a wall clock that went backwards credits no
-decay, and an unreadable file is taken as a spent budget (logged once), never as a crash.
+Kraken counts per key, not per process: with a ``LimiterState`` (``limit_state``) the Spot
+counter and the Futures budgets are shared by every process on this machine using the key.
+
+Kraken documents the models at
+https://docs.kraken.com/api/docs/guides/spot-rest-ratelimits (the Spot counter),
+https://support.kraken.com/articles/206548367-what-are-the-api-rate-limits- (Spot history costs,
+public calls per IP) and https://docs.kraken.com/api/docs/guides/futures-rate-limits (Futures).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
-from typing import Any, TypeVar
+from contextlib import contextmanager
+from typing import Any
 
 from krakked.errors import ConfigError, UsageError
-from krakked.kraken.auth import (
-    key_state_lock,
-    key_state_lock_file,
-    limits_state_file,
-    nonce_state_file,
-)
+from krakked.kraken.limit_state import Clock, LimiterState, elapsed_and_block, saved_number
 
 __all__ = [
     "ACCOUNT_LOG_COSTS",
@@ -65,168 +55,13 @@ __all__ = [
     "history_cost",
 ]
 
-log = logging.getLogger("krakked.kraken.limits")
-
-Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 
 # A wait shorter than this is float noise (a clock at Unix-epoch magnitude resolves ~0.2 µs),
 # not a real wait: sleeping it might not even move the clock.
 _EPSILON = 1e-6
 
-# --- per-key state shared across processes ---------------------------------------------------
-
-STATE_VERSION = 1
-"""Version of the limits state file; any other is read as unreadable (a spent budget)."""
-
-MAX_PERSISTED_BLOCK_SECONDS = 3600.0
-"""A persisted block is capped at this (an hour), so a damaged file never blocks forever."""
-
-_T = TypeVar("_T")
-
-
-class _Snapshot:
-    """The state file's sections as read under the lock, and the wall time they were read at."""
-
-    def __init__(self, state: LimiterState, now: float, sections: dict[str, Any],
-                 readable: bool) -> None:
-        self.state = state
-        self.now = now
-        self.sections = sections
-        self.readable = readable
-        self.changed = False
-
-    def load(self, name: str, parse: Callable[[Mapping[str, Any], float], _T],
-             spent: Callable[[], _T]) -> _T | None:
-        """Section ``name`` parsed as of now; None if nothing is saved. If the file or the
-        section cannot be read: ``spent()`` (and a warning) the first time, None after that —
-        the budget assumed spent then decays in memory instead of being refilled forever."""
-        if self.readable and name not in self.sections:
-            return None
-        section = self.sections.get(name)
-        if self.readable and isinstance(section, Mapping):
-            try:
-                return parse(section, self.now)
-            except (KeyError, TypeError, ValueError):
-                pass
-        if self.state.warn_once(name, "is unreadable; assuming the budget is spent"):
-            return spent()
-        return None
-
-    def put(self, name: str, section: dict[str, float]) -> None:
-        self.sections[name] = section
-        self.changed = True
-
-
-class LimiterState:
-    """One API key's rate-limit state on disk: ``path`` (JSON, private), read and written under
-    the file lock ``lock_file`` that also guards the key's nonce state.
-
-    The file holds only numbers — a budget's level, the wall time it was observed, the seconds
-    of block left — so it never contains the key or its secret; ``for_key`` names it by a hash.
-    Disk trouble never fails a call: an unreadable file is taken as a spent budget, a file that
-    cannot be locked or written leaves the limiter in memory only (each logged once).
-    """
-
-    def __init__(self, path: Path, lock_file: Path, *, wall_clock: Clock = time.time) -> None:
-        self.path = path
-        self.lock_file = lock_file
-        self.wall_clock = wall_clock
-        self._warned: set[str] = set()
-        self._warn_lock = threading.Lock()
-        self._in_memory = False  # set once the file could not be locked or written
-
-    @classmethod
-    def for_key(cls, state_dir: Path, api_key: str, *, wall_clock: Clock = time.time
-                ) -> LimiterState:
-        """The state of ``api_key`` in ``state_dir`` (krakked's nonce directory): beside the
-        key's nonce state, under the same lock, named by the same hash."""
-        return cls(limits_state_file(state_dir, api_key),
-                   key_state_lock_file(nonce_state_file(state_dir, api_key)),
-                   wall_clock=wall_clock)
-
-    def warn_once(self, what: str, problem: str) -> bool:
-        """Log ``problem`` with ``what`` once for this state file; True the first time."""
-        with self._warn_lock:
-            if what in self._warned:
-                return False
-            self._warned.add(what)
-        log.warning("%s: rate-limit state %r %s", self.path, what, problem)
-        return True
-
-    @property
-    def in_memory(self) -> bool:
-        """True once the file could not be locked or written: limits stay in this process."""
-        return self._in_memory
-
-    def _give_up(self, what: str, exc: OSError) -> None:
-        self._in_memory = True
-        self.warn_once(what, f"cannot be {what} ({exc.strerror or exc}); "
-                             "rate limits are kept in this process only")
-
-    @contextmanager
-    def transaction(self) -> Iterator[_Snapshot]:
-        """Hold the key's file lock and yield the state read under it; sections ``put`` in the
-        block are written back (atomically) before the lock is released."""
-        with ExitStack() as stack:
-            locked = False
-            if not self._in_memory:
-                try:
-                    stack.enter_context(key_state_lock(self.lock_file))
-                    locked = True
-                except OSError as exc:
-                    self._give_up("locked", exc)
-            snapshot = (self._read() if locked
-                        else _Snapshot(self, self.wall_clock(), {}, readable=True))
-            yield snapshot
-            if locked and snapshot.changed:
-                self._write(snapshot.sections)
-
-    def _read(self) -> _Snapshot:
-        now = self.wall_clock()
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return _Snapshot(self, now, {}, readable=True)
-        except OSError:
-            return _Snapshot(self, now, {}, readable=False)
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-                raise ValueError
-        except (ValueError, UnicodeDecodeError):
-            return _Snapshot(self, now, {}, readable=False)
-        sections = {k: v for k, v in data.items() if k != "version"}
-        return _Snapshot(self, now, sections, readable=True)
-
-    def _write(self, sections: dict[str, Any]) -> None:
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"version": STATE_VERSION, **sections}, fh)
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            self._give_up("written", exc)
-
-
-def _number(section: Mapping[str, Any], name: str) -> float:
-    value = section[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(name)
-    return float(value)
-
-
-def _elapsed_and_block(section: Mapping[str, Any], now: float) -> tuple[float, float]:
-    """(wall seconds since ``section`` was written, never negative; the block it had left then)."""
-    at, blocked_for = _number(section, "at"), _number(section, "blocked_for")
-    if blocked_for < 0:
-        raise ValueError("blocked_for")
-    # A wall clock that went backwards credits no decay or refill: never less conservative.
-    return max(0.0, now - at), min(blocked_for, MAX_PERSISTED_BLOCK_SECONDS)
-
-
-# --- Spot private: the per-key call counter (rest.md §6) -------------------------------------
+# --- Spot private: the per-key call counter ---------------------------------------------------
 
 SPOT_TIERS: dict[str, tuple[int, float]] = {
     "starter": (15, 0.33),
@@ -321,10 +156,10 @@ class SpotCounterLimiter:
 
     def _parse_saved(self, section: Mapping[str, Any], now: float) -> tuple[float, float]:
         """A saved section -> (counter now, block left now)."""
-        counter = _number(section, "counter")
+        counter = saved_number(section, "counter")
         if counter < 0:
             raise ValueError("counter")
-        elapsed, blocked_for = _elapsed_and_block(section, now)
+        elapsed, blocked_for = elapsed_and_block(section, now)
         counter = min(counter, self.max_counter + SPOT_PENALTY_UNITS)
         return (max(0.0, counter - self.decay_per_second * elapsed),
                 max(0.0, blocked_for - elapsed))
@@ -474,8 +309,8 @@ class TokenBucket:
 
     def _parse_saved(self, section: Mapping[str, Any], now: float) -> tuple[float, float]:
         """A saved section -> (tokens now, block left now)."""
-        tokens = min(self.capacity, max(-self.capacity, _number(section, "tokens")))
-        elapsed, blocked_for = _elapsed_and_block(section, now)
+        tokens = min(self.capacity, max(-self.capacity, saved_number(section, "tokens")))
+        elapsed, blocked_for = elapsed_and_block(section, now)
         refilled = self.refill_per_second * max(0.0, elapsed - blocked_for)
         return min(self.capacity, tokens + refilled), max(0.0, blocked_for - elapsed)
 
@@ -630,7 +465,7 @@ class PublicLimiter:
         return {"ip": self.ip.snapshot(), "pairs_tracked": pairs}
 
 
-# --- Futures (rest.md §7.5) -------------------------------------------------------------------
+# --- Futures: the /derivatives budget and the history pool ---------------------------------
 
 FUTURES_COSTS: dict[str, int] = {
     # public

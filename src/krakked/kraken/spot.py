@@ -3,33 +3,26 @@
 Methods are named after Kraken's endpoints and return Kraken's ``result`` object unchanged except
 that JSON numbers with a fraction arrive as ``Decimal`` (prices and volumes are decimal strings
 already). Extra keyword arguments are passed through, so new Kraken parameters need no release.
-Docs: https://docs.kraken.com/api/docs/rest-api/ (see also shared/kraken/rest.md §3-§6).
+Docs: https://docs.kraken.com/api/docs/guides/spot-rest-intro (envelope, errors) and one page per
+endpoint, e.g. https://docs.kraken.com/api/docs/rest-api/get-ticker-information.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
-from krakked.config import Settings, load_settings
+from krakked.config import Settings
 from krakked.credentials import KeyPair
-from krakked.errors import InvalidRequestError, MalformedResponseError, NoCredentialsError
-from krakked.kraken.auth import encode_form, key_lock, nonce_source_for, spot_signature
-from krakked.kraken.http import (
-    HttpCore,
-    RetryPolicy,
-    classify_spot_errors,
-    classify_status,
-    parse_json,
-)
-from krakked.kraken.limits import LimiterState, PublicLimiter, SpotCounterLimiter
+from krakked.errors import InvalidRequestError, MalformedResponseError, RateLimitError
+from krakked.kraken.auth import encode_form, spot_signature
+from krakked.kraken.client import KrakenClient, LimiterRegistry
+from krakked.kraken.http import RetryPolicy, classify_spot_errors, classify_status, parse_json
+from krakked.kraken.limits import PublicLimiter, SpotCounterLimiter
 
 __all__ = ["PRIVATE_ENDPOINTS", "PUBLIC_ENDPOINTS", "SpotClient"]
 
@@ -39,40 +32,19 @@ PRIVATE_ENDPOINTS = ("Balance", "BalanceEx", "TradesHistory", "Ledgers", "Closed
                      "QueryOrders", "QueryLedgers", "QueryTrades", "TradeBalance", "OpenOrders",
                      "DepositStatus", "WithdrawStatus")
 
-_registry_lock = threading.Lock()
-_counter_limiters: dict[tuple[str, str, str, str], SpotCounterLimiter] = {}
-_public_limiters: dict[str, PublicLimiter] = {}
+_COUNTERS: LimiterRegistry[SpotCounterLimiter] = LimiterRegistry()
+"""One private call counter per API key (with its tier, costs, state directory): Kraken counts
+per key."""
+
+_PUBLIC_PACERS: LimiterRegistry[PublicLimiter] = LimiterRegistry()
+"""One public pacer per Kraken host: Kraken limits public calls per IP."""
 
 
-def _shared_counter(key: str, settings: Settings, state_dir: Path | None) -> SpotCounterLimiter:
-    """One call counter per API key in this process (Kraken counts per key); with
-    ``state_dir`` (the nonce directory) also shared with the key's other processes."""
-    directory = state_dir.expanduser().absolute() if state_dir is not None else None
-    ident = (hashlib.sha256(key.encode()).hexdigest(), settings.limits.tier,
-             repr(sorted(settings.limits.spot_costs.items())), str(directory or ""))
-    with _registry_lock:
-        limiter = _counter_limiters.get(ident)
-        if limiter is None:
-            state = LimiterState.for_key(directory, key) if directory is not None else None
-            limiter = SpotCounterLimiter(settings.limits.tier, settings.limits.spot_costs or None,
-                                         state=state)
-            _counter_limiters[ident] = limiter
-        return limiter
-
-
-def _shared_public(base_url: str, settings: Settings) -> PublicLimiter:
-    """One public pacer per Kraken host in this process (Kraken limits public calls per IP)."""
-    with _registry_lock:
-        limiter = _public_limiters.get(base_url)
-        if limiter is None:
-            limiter = PublicLimiter(settings.limits.public_rate_per_second,
-                                    settings.limits.public_burst)
-            _public_limiters[base_url] = limiter
-        return limiter
-
-
-class SpotClient:
+class SpotClient(KrakenClient):
     """Kraken Spot REST. Public calls need no credentials; private calls need a Spot KeyPair."""
+
+    product: ClassVar[str] = "spot"
+    key_variables: ClassVar[str] = "KRAKEN_API_KEY + KRAKEN_API_SECRET"
 
     def __init__(
         self,
@@ -90,28 +62,19 @@ class SpotClient:
         otp: str | None = None,
         persist_nonce: bool = True,
     ) -> None:
-        self.settings = settings or load_settings()
-        self.base_url = (base_url or self.settings.kraken.spot_url).rstrip("/")
-        self.credentials = credentials
+        super().__init__(credentials, settings=settings, base_url=base_url, transport=transport,
+                         retry=retry, sleep=sleep, rng=rng, timeout=timeout,
+                         persist_nonce=persist_nonce)
         self.otp = otp
-        self._http = HttpCore(
-            self.base_url,
-            transport=transport,
-            timeout=timeout or self.settings.kraken.timeout_seconds,
-            retry=retry,
-            sleep=sleep,
-            rng=rng,
-        )
-        self.public_limiter = public_limiter or _shared_public(self.base_url, self.settings)
+        limits = self.settings.limits
+        self.public_limiter = public_limiter or _PUBLIC_PACERS.get(
+            (self.base_url,),
+            lambda: PublicLimiter(limits.public_rate_per_second, limits.public_burst))
         self._limiter = limiter
-        self._persist_nonce = persist_nonce
 
-    # -- plumbing ------------------------------------------------------------------------------
-
-    @property
-    def stats(self):
-        """Requests, retries and rate-limit waits so far (for run reports)."""
-        return self._http.stats
+    @classmethod
+    def _default_url(cls, settings: Settings) -> str:
+        return settings.kraken.spot_url
 
     @property
     def limiter(self) -> SpotCounterLimiter:
@@ -120,29 +83,16 @@ class SpotClient:
         state lives beside the key's nonce state)."""
         if self._limiter is None:
             key = self._require_credentials("counter").api_key
-            state_dir = self.settings.paths.nonce_dir if self._persist_nonce else None
-            self._limiter = _shared_counter(key, self.settings, state_dir)
+            limits = self.settings.limits
+            self._limiter = self._key_limiter(
+                _COUNTERS, key,
+                lambda state: SpotCounterLimiter(limits.tier, limits.spot_costs or None,
+                                                 state=state),
+                limits.tier, repr(sorted(limits.spot_costs.items())),
+            )
         return self._limiter
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> SpotClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"SpotClient(base_url={self.base_url!r}, credentials={self.credentials!r})"
-
-    def _require_credentials(self, method: str) -> KeyPair:
-        if self.credentials is None:
-            raise NoCredentialsError(
-                f"spot:{method} is private and no Spot key pair is configured "
-                "(set KRAKEN_API_KEY + KRAKEN_API_SECRET, or run `krakked setup`)"
-            )
-        return self.credentials
+    # -- reading Kraken's answers --------------------------------------------------------------
 
     def _interpret(self, endpoint: str, pair: str | None) -> Callable[[httpx.Response], Any]:
         def interpret(response: httpx.Response) -> Any:
@@ -169,12 +119,14 @@ class SpotClient:
 
         return interpret
 
+    # -- calls ---------------------------------------------------------------------------------
+
     def public(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET ``/0/public/<method>`` and return its ``result``."""
         endpoint = f"spot:{method}"
         query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         pair = query.get("pair")
-        return self._http.call(
+        return self._send(
             endpoint,
             lambda client: client.build_request("GET", f"/0/public/{method}", params=query),
             self._interpret(endpoint, pair),
@@ -182,7 +134,7 @@ class SpotClient:
             on_rate_limit=self._public_rate_limited,
         )
 
-    def _public_rate_limited(self, exc: Any) -> None:
+    def _public_rate_limited(self, exc: RateLimitError) -> None:
         self.public_limiter.penalize(exc.retry_after or 1.0)
         exc.retry_after = 0.0  # the pacer now does the waiting
 
@@ -191,11 +143,7 @@ class SpotClient:
         creds = self._require_credentials(method)
         endpoint = f"spot:{method}"
         path = f"/0/private/{method}"
-        nonces = nonce_source_for(
-            creds.api_key,
-            self.settings.kraken.nonce_format,
-            self.settings.paths.nonce_dir if self._persist_nonce else None,
-        )
+        nonces = self._nonces(creds)
         limiter = self.limiter
         extra = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         sent_at = [0.0]
@@ -217,9 +165,8 @@ class SpotClient:
             sent_at[0] = limiter.now()
             return waited
 
-        return self._http.call(
-            endpoint, build, self._interpret(endpoint, extra.get("pair")),
-            lock=key_lock(creds.api_key),
+        return self._send_signed(
+            creds, endpoint, build, self._interpret(endpoint, extra.get("pair")),
             before_send=before,
             after_send=lambda: limiter.settle(sent_at[0]),
             on_rate_limit=lambda exc: limiter.penalize(),
@@ -246,7 +193,8 @@ class SpotClient:
         return self.public("AssetPairs", {"pair": pair, "info": info, **extra})
 
     def get_ticker(self, pair: str | list[str] | None = None, **extra: Any) -> dict[str, Any]:
-        """``Ticker``: pair id -> ``{a, b, c, v, p, t, l, h, o}`` (see rest.md §3)."""
+        """``Ticker``: pair id -> ``{a, b, c, v, p, t, l, h, o}``
+        (https://docs.kraken.com/api/docs/rest-api/get-ticker-information)."""
         return self.public("Ticker", {"pair": pair, **extra})
 
     def get_ohlc(self, pair: str, interval: int = 1, since: int | str | None = None,

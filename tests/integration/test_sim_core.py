@@ -3,6 +3,7 @@ the ASGI and HTTP doors, and `krakked sim serve`."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import krakked.sim
 from krakked.config import load_settings
 from krakked.credentials import KeyPair
 from krakked.errors import (
@@ -137,6 +139,36 @@ def test_signing_is_verified_and_a_replayed_nonce_is_rejected(clock) -> None:
         assert post(sign)["error"] == ["EAPI:Invalid nonce"]  # the same request, replayed
         assert post(sign[:-4] + "AAA=")["error"] == ["EAPI:Invalid signature"]
         assert post(sign, key="nope")["error"] == ["EAPI:Invalid key"]
+
+
+def test_sim_imports_only_kraken_auth_and_market_and_has_no_import_cycle() -> None:
+    sim_dir = Path(krakked.sim.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in sorted(sim_dir.glob("*.py")):
+        name = "krakked.sim" if path.stem == "__init__" else f"krakked.sim.{path.stem}"
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets |= {f"{node.module}.{alias.name}" if node.module == "krakked.sim" and (
+                    sim_dir / f"{alias.name}.py").exists() else node.module
+                            for alias in node.names}
+        graph[name] = {t for t in targets if t.split(".")[0] == "krakked"}
+    outside = {t for targets in graph.values() for t in targets if t not in graph}
+    assert {t for t in outside if t != "krakked.kraken.auth"
+            and t.split(".")[:2] != ["krakked", "market"]} == set()
+
+    def cycle_from(module: str, path: tuple[str, ...]) -> tuple[str, ...] | None:
+        if module in path:
+            return (*path[path.index(module):], module)
+        for target in sorted(graph.get(module, ())):
+            found = cycle_from(target, (*path, module))
+            if found:
+                return found
+        return None
+
+    assert [cycle_from(m, ()) for m in graph if cycle_from(m, ())] == []
 
 
 def test_wrong_secret_is_an_auth_error_and_never_retried(clock, settings) -> None:

@@ -36,7 +36,7 @@ import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from krakked.sim.account import (
     ACTION_INFO,
@@ -51,10 +51,7 @@ from krakked.sim.account import (
     fmt_scaled,
     iso_ms,
 )
-from krakked.sim.app import FuturesError
-
-if TYPE_CHECKING:
-    from krakked.sim.app import Simulator
+from krakked.sim.protocol import FuturesError, SimContext
 
 __all__ = ["ACCOUNT_LOG_MAX", "DERIVATIVES", "HISTORY", "account_log_cost"]
 
@@ -230,7 +227,7 @@ def execution_element(book: FuturesBook, i: int, version: str = "v3") -> dict[st
             "event": {key: {"execution": execution, "takerReducedQuantity": ""}}}
 
 
-def executions(sim: Simulator, book: FuturesBook, query: dict[str, str], version: str
+def executions(sim: SimContext, book: FuturesBook, query: dict[str, str], version: str
                ) -> dict[str, Any]:
     """History ``executions``: ``{"accountUid", "len", "serverTime", "elements": [...],
     "continuationToken"?}``; elements carry ``uid`` (the element's), ``timestamp`` (ms) and
@@ -327,7 +324,7 @@ def position_element(book: FuturesBook, p: int) -> dict[str, Any]:
             "event": {"PositionUpdate": update}}
 
 
-def positions(sim: Simulator, book: FuturesBook, query: dict[str, str], version: str
+def positions(sim: SimContext, book: FuturesBook, query: dict[str, str], version: str
               ) -> dict[str, Any]:
     """History ``positions`` (v3): one ``PositionUpdate`` per execution (updateReason
     ``trade``) and per daily funding realisation of an open position (``fundingRealisation``,
@@ -405,7 +402,7 @@ def log_row(book: FuturesBook, r: int) -> dict[str, Any]:
     return row
 
 
-def account_log(sim: Simulator, book: FuturesBook, query: dict[str, str], version: str
+def account_log(sim: SimContext, book: FuturesBook, query: dict[str, str], version: str
                 ) -> dict[str, Any]:
     """History ``account-log``: ``{"accountUid", "logs": [...]}``, no continuation token.
     See the module docstring for the window (``since`` inclusive, ``before`` exclusive,
@@ -445,7 +442,7 @@ def account_log_cost(query: Mapping[str, str]) -> float:
 # --- /derivatives/api/v3 ----------------------------------------------------------------------
 
 
-def _rng(sim: Simulator, *parts: object) -> random.Random:
+def _rng(sim: SimContext, *parts: object) -> random.Random:
     return random.Random("|".join(map(str, ("krakked-sim-tickers", sim.config.seed, *parts))))
 
 
@@ -474,7 +471,7 @@ def _month_expiry(now: float) -> datetime:
     return expiry
 
 
-def _market_ticker(sim: Simulator, prices: PriceSource, contract: Contract, now: float, *,
+def _market_ticker(sim: SimContext, prices: PriceSource, contract: Contract, now: float, *,
                    tag: str = "perpetual", symbol: str | None = None, basis: float = 0.0
                    ) -> dict[str, Any]:
     symbol = symbol or contract.symbol
@@ -508,7 +505,7 @@ def _market_ticker(sim: Simulator, prices: PriceSource, contract: Contract, now:
     return ticker
 
 
-def tickers(sim: Simulator, book: FuturesBook | None, query: dict[str, str]) -> dict[str, Any]:
+def tickers(sim: SimContext, book: FuturesBook | None, query: dict[str, str]) -> dict[str, Any]:
     """Public ``tickers``: the perpetuals (PI_XBTUSD, PF_XBTUSD, PF_ETHUSD, PF_SOLUSD), a month
     future (``FI_XBTUSD_<yymmdd>``, last Friday of the month) and index tickers (``in_*``, only
     symbol/last/lastTime). Prices follow the Spot market at the clock; numbers are JSON
@@ -527,7 +524,7 @@ def tickers(sim: Simulator, book: FuturesBook | None, query: dict[str, str]) -> 
     return {"tickers": out}
 
 
-def instruments(sim: Simulator, book: FuturesBook | None, query: dict[str, str]
+def instruments(sim: SimContext, book: FuturesBook | None, query: dict[str, str]
                 ) -> dict[str, Any]:
     """Public ``instruments``: contract specifications of the simulated contracts."""
     margin = [{"contracts": 0, "initialMargin": 0.02, "maintenanceMargin": 0.01},
@@ -565,7 +562,7 @@ def instruments(sim: Simulator, book: FuturesBook | None, query: dict[str, str]
     return {"instruments": out}
 
 
-def accounts(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
+def accounts(sim: SimContext, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
     """``accounts``: ``{"accounts": {"cash": {...}, "flex": {...}}}`` — the flex (multi-
     collateral) account's USD is the account log's last cash balance; its PnL values the open
     positions at the market's current prices."""
@@ -592,7 +589,7 @@ def accounts(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> dict[s
                          "flex": flex}}
 
 
-def openpositions(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
+def openpositions(sim: SimContext, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
     """``openpositions``: one entry per contract whose position (after the last visible
     execution) is not flat: side, symbol, price (average entry), size (unsigned), fillTime."""
     out = []
@@ -605,7 +602,7 @@ def openpositions(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> d
     return {"openPositions": out}
 
 
-def fills(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
+def fills(sim: SimContext, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
     """``fills``: the last 100 fills (newest first), or the 100 before ``lastFillTime``
     (ISO 8601, exclusive)."""
     now_ms = book.now_ms()
@@ -631,8 +628,8 @@ def fills(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> dict[str,
     return {"fills": out}
 
 
-DerivativesHandler = Callable[["Simulator", Any, dict[str, str]], dict[str, Any]]
-HistoryHandler = Callable[["Simulator", FuturesBook, dict[str, str], str], dict[str, Any]]
+DerivativesHandler = Callable[[SimContext, Any, dict[str, str]], dict[str, Any]]
+HistoryHandler = Callable[[SimContext, FuturesBook, dict[str, str], str], dict[str, Any]]
 
 DERIVATIVES: dict[str, tuple[DerivativesHandler, bool, float]] = {
     "tickers": (tickers, False, 0.0),

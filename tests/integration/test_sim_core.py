@@ -26,12 +26,14 @@ from krakked.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
-from krakked.kraken.auth import spot_signature
+from krakked.kraken.auth import futures_signature, spot_signature
 from krakked.kraken.futures import FuturesClient
 from krakked.kraken.limits import FuturesLimiter, PublicLimiter, SpotCounterLimiter
 from krakked.kraken.spot import SpotClient
 from krakked.sim import SimClock, SimConfig, Simulator, parse_faults
+from krakked.sim.config import AccountSpec
 from krakked.sim.server import running
+from tests.fakes import FUT_KEY, FUT_SECRET, SPOT_KEY, SPOT_SECRET, FakeClock, FakeKraken
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -139,6 +141,64 @@ def test_signing_is_verified_and_a_replayed_nonce_is_rejected(clock) -> None:
         assert post(sign)["error"] == ["EAPI:Invalid nonce"]  # the same request, replayed
         assert post(sign[:-4] + "AAA=")["error"] == ["EAPI:Invalid signature"]
         assert post(sign, key="nope")["error"] == ["EAPI:Invalid key"]
+
+
+def _spot_verdicts(transport: httpx.BaseTransport, clock: FakeClock) -> list[list[str]]:
+    """Kraken's answers to a bad key, a bad signature, replayed and stale nonces, then Balance
+    calls at one instant until the Starter counter refuses, and one more after 1.5 units of
+    decay (still refused: a refused call is counted too)."""
+    verdicts: list[list[str]] = []
+    with httpx.Client(transport=transport, base_url="http://kraken") as http:
+        def post(nonce: int, key: str = SPOT_KEY, secret: str = SPOT_SECRET) -> None:
+            body = f"nonce={nonce}"
+            sign = spot_signature("/0/private/Balance", str(nonce), body, secret)
+            verdicts.append(http.post("/0/private/Balance", content=body, headers={
+                "API-Key": key, "API-Sign": sign,
+                "Content-Type": "application/x-www-form-urlencoded"}).json()["error"])
+
+        post(100, key="nope")
+        post(100, secret=FUT_SECRET)
+        post(100)
+        post(100)
+        post(99)
+        for nonce in range(101, 116):
+            post(nonce)
+        clock.sleep(1.5 / 0.33)
+        post(116)
+    return verdicts
+
+
+def _futures_verdicts(transport: httpx.BaseTransport) -> list[str | None]:
+    """The ``error`` of a signed ``accounts`` call, the same call replayed, and a bad Authent."""
+    verdicts: list[str | None] = []
+    with httpx.Client(transport=transport, base_url="http://kraken") as http:
+        def get(nonce: str, secret: str = FUT_SECRET) -> None:
+            authent = futures_signature("/api/v3/accounts", "", nonce, secret)
+            verdicts.append(http.get("/derivatives/api/v3/accounts", headers={
+                "APIKey": FUT_KEY, "Nonce": nonce, "Authent": authent}).json().get("error"))
+
+        get("500")
+        get("500")
+        get("501", secret=SPOT_SECRET)
+    return verdicts
+
+
+def test_fake_kraken_and_simulator_give_the_same_verdicts_on_keys_signatures_nonces_and_counter(
+) -> None:
+    fake_clock, sim_clock = FakeClock(), FakeClock()
+    fake = FakeKraken(clock=fake_clock)
+    sim = Simulator(SimConfig(monotonic=sim_clock, accounts=[
+        AccountSpec("fake-spot", SPOT_KEY, SPOT_SECRET, "spot"),
+        AccountSpec("fake-futures", FUT_KEY, FUT_SECRET, "futures")]))
+    limited = ["EAPI:Rate limit exceeded"]
+    expected = [["EAPI:Invalid key"], ["EAPI:Invalid signature"], [], ["EAPI:Invalid nonce"],
+                ["EAPI:Invalid nonce"], *[[]] * 14, limited, limited]
+    assert _spot_verdicts(sim.transport(), sim_clock) == expected
+    assert _spot_verdicts(fake.transport(), fake_clock) == expected
+    assert fake.rate_limit_rejections == sim.counter.rejections == 2
+    expected_futures = [None, "nonceBelowThreshold", "authenticationError"]
+    assert _futures_verdicts(sim.transport()) == expected_futures
+    assert _futures_verdicts(fake.transport()) == expected_futures
 
 
 def test_sim_imports_only_kraken_auth_and_market_and_has_no_import_cycle() -> None:

@@ -21,9 +21,9 @@ from urllib.parse import parse_qsl
 import httpx
 
 from krakked.sim import futures, spot_private, spot_public
-from krakked.sim.account import FuturesBook, SpotBook
 from krakked.sim.auth import PrivateCallChecks
 from krakked.sim.config import AccountSpec, FaultRule, SimConfig
+from krakked.sim.futures_book import FuturesBook
 from krakked.sim.limits import Bucket, SpotCounter
 from krakked.sim.market import Market
 from krakked.sim.protocol import (
@@ -34,6 +34,7 @@ from krakked.sim.protocol import (
     html_response,
     json_response,
 )
+from krakked.sim.spot_book import SpotBook
 
 __all__ = ["Simulator"]
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 __all__ = [
     "DEFAULT_SPOT_COSTS",
     "FAULT_KINDS",
+    "SPAN_DAYS",
     "AccountSpec",
     "FaultRule",
     "SimClock",
@@ -92,6 +93,10 @@ class SimClock:
         self.t += seconds
 
     sleep = advance
+
+
+SPAN_DAYS = 330
+"""Account histories are generated over ``SimConfig.origin`` .. origin + SPAN_DAYS days."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from krakked.sim.account import (
+from krakked.sim.futures_book import (
     ACTION_INFO,
     CONTRACTS,
     EXEC_CASH,

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-from krakked.sim.account import (
+from krakked.sim.protocol import SimContext, SpotError
+from krakked.sim.spot_book import (
     FundingEntry,
     LedgerEntry,
     SpotBook,
@@ -25,7 +26,6 @@ from krakked.sim.account import (
     asset_decimals,
     asset_id,
 )
-from krakked.sim.protocol import SimContext, SpotError
 
 __all__ = ["HANDLERS", "PAGE_SIZE"]
 

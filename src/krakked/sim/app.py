@@ -25,7 +25,7 @@ from krakked.sim.auth import PrivateCallChecks
 from krakked.sim.config import AccountSpec, FaultRule, SimConfig
 from krakked.sim.futures_book import FuturesBook
 from krakked.sim.limits import Bucket, SpotCounter
-from krakked.sim.market import Market
+from krakked.sim.market import SimMarket
 from krakked.sim.protocol import (
     FuturesError,
     SimRequest,
@@ -83,7 +83,7 @@ class Simulator:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        self.market = Market(self.config)
+        self.market = SimMarket(self.config)
         self.faults = _Faults(self.config.faults, self.config.seed)
         mono = self.config.monotonic
         self.counter = SpotCounter(self.config.tier, mono)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from krakked.sim.config import SPAN_DAYS, AccountSpec, SimConfig
-from krakked.sim.market import Market
+from krakked.sim.market import SimMarket
 
 __all__ = [
     "ACTION_INFO",
@@ -105,7 +105,7 @@ class PriceSource:
     """Contract prices from the Spot market: hourly samples of ``market.price_at``, linearly
     interpolated (so 100,000 executions need at most one market call per hour of history)."""
 
-    def __init__(self, market: Market) -> None:
+    def __init__(self, market: SimMarket) -> None:
         self.market = market
         self._cache: dict[tuple[str, int], float] = {}
         self._pairs: dict[str, tuple[str, float]] = {}
@@ -168,7 +168,7 @@ class FuturesBook:
     MAKER_FEE = (2, 10_000)  # 0.02 %
     TAKER_FEE = (5, 10_000)  # 0.05 %
 
-    def __init__(self, spec: AccountSpec, market: Market, config: SimConfig) -> None:
+    def __init__(self, spec: AccountSpec, market: SimMarket, config: SimConfig) -> None:
         self.spec = spec
         self.market = market
         self.config = config

@@ -17,7 +17,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from krakked.sim.config import SPAN_DAYS, AccountSpec, SimConfig
-from krakked.sim.market import Market
+from krakked.sim.market import SimMarket
 
 __all__ = [
     "FundingEntry",
@@ -91,7 +91,7 @@ def _field(record: Any, *names: str) -> Any:
     return None
 
 
-def pair_info(market: Market, name: str) -> PairInfo:
+def pair_info(market: SimMarket, name: str) -> PairInfo:
     """Resolve ``name`` through ``market.pair`` (KeyError if unknown) into a PairInfo."""
     record = market.pair(name)
     altname = str(_field(record, "altname", "rest_symbol") or name)
@@ -111,7 +111,7 @@ def pair_info(market: Market, name: str) -> PairInfo:
     )
 
 
-def _price(market: Market, pair_id: str, t: float) -> Decimal:
+def _price(market: SimMarket, pair_id: str, t: float) -> Decimal:
     return Decimal(str(market.price_at(pair_id, t)))
 
 
@@ -208,7 +208,7 @@ class SpotBook:
 
     RESERVE = Decimal(3000)  # USD the generator never trades below (headroom for add_trade)
 
-    def __init__(self, spec: AccountSpec, market: Market, config: SimConfig) -> None:
+    def __init__(self, spec: AccountSpec, market: SimMarket, config: SimConfig) -> None:
         self.spec = spec
         self.market = market
         self.config = config

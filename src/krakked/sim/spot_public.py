@@ -11,7 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from krakked.sim.market import SimPair, parse_since_ns
+from krakked.sim.market import parse_since_ns
+from krakked.sim.pairs import SimPair
 from krakked.sim.protocol import SimContext, SpotError
 
 __all__ = ["HANDLERS"]

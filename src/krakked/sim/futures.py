@@ -1,5 +1,8 @@
-"""Futures REST of the simulator (rest.md §7): ``/derivatives/api/v3`` endpoints and the history
-API (``/api/history/v2|v3``), rendered from a ``FuturesBook``.
+"""Futures REST of the simulator: ``/derivatives/api/v3`` endpoints and the history API
+(``/api/history/v2|v3``), rendered from a ``FuturesBook`` as Kraken documents them
+(https://docs.kraken.com/api/docs/guides/futures-rest,
+https://docs.kraken.com/api/docs/futures-api/history/get-execution-events,
+https://docs.kraken.com/api/docs/futures-api/history/account-log).
 
 ``DERIVATIVES`` handlers return payload keys only (the core adds ``result``/``serverTime``);
 ``HISTORY`` handlers return the whole body. Bad parameters raise
@@ -428,7 +431,8 @@ def account_log(sim: SimContext, book: FuturesBook, query: dict[str, str], versi
 
 
 def account_log_cost(query: Mapping[str, str]) -> float:
-    """History tokens of an account-log call by ``count`` (rest.md §7.5; default 500 -> 3)."""
+    """History tokens of an account-log call by ``count`` (default 500 -> 3), as
+    https://docs.kraken.com/api/docs/guides/futures-rate-limits prices it."""
     try:
         count = int(query.get("count") or ACCOUNT_LOG_DEFAULT)
     except ValueError:

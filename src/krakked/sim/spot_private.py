@@ -1,4 +1,6 @@
-"""Spot private account endpoints of the simulator (rest.md §4), rendered from a ``SpotBook``.
+"""Spot private account endpoints of the simulator, rendered from a ``SpotBook`` as Kraken
+documents its account data (https://docs.kraken.com/api/docs/rest-api/get-trade-history,
+https://docs.kraken.com/api/docs/rest-api/get-ledgers and their sibling pages).
 
 Each handler takes ``(sim, book, params)`` and returns Kraken's ``result``; bad parameters raise
 ``SpotError("EGeneral:Invalid arguments:<name>")``. Only entries at or before the simulator's

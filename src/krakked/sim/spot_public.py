@@ -1,4 +1,6 @@
-"""The simulator's Spot public endpoints (``/0/public/<Method>``), shaped as rest.md §3 says.
+"""The simulator's Spot public endpoints (``/0/public/<Method>``), shaped as Kraken documents its
+Spot market data (https://docs.kraken.com/api/docs/guides/spot-rest-intro and the endpoint pages
+under https://docs.kraken.com/api/docs/rest-api/, e.g. ``get-ohlc-data``).
 
 Each handler takes the simulator and the request's parameters and returns Kraken's ``result``;
 errors are raised as ``SpotError`` with Kraken's strings. ``pair`` accepts a pair id, altname or

@@ -1,6 +1,9 @@
-"""A small fake Kraken behind httpx.MockTransport: verifies signatures and nonces exactly as Kraken
-does, enforces Kraken's Spot call counter, and replays scripted faults. Used by the foundation's
-tests and bench/limiter.py; the full simulator lives in ``krakked.sim``.
+"""A small fake Kraken behind httpx.MockTransport, for the clients' unit tests and CLI tests.
+
+It keeps what the simulator has no place for: canned answers, per-call scripted responses and
+faults, and whatever clock the test passes. Everything Kraken checks before it serves a private
+call (the API key, the signature, the nonce order, the Spot call counter) is the simulator's own
+code (``krakked.sim.auth``), so the fake and ``krakked.sim`` cannot disagree on it.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
 
 import httpx
 
-from krakked.kraken.auth import futures_signature, spot_signature
+from krakked.sim.auth import PrivateCallChecks
+from krakked.sim.config import DEFAULT_SPOT_COSTS, AccountSpec
+from krakked.sim.limits import SpotCounter
+from krakked.sim.protocol import FuturesError, SimRequest, SpotError
 
 SPOT_KEY = "SPOTKEYabcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTU"
 SPOT_SECRET = (
@@ -23,13 +28,14 @@ SPOT_SECRET = (
 FUT_KEY = "FUTKEYzyxwvutsrqponmlkjihgfedcba9876543210ZYXWVUTSRQPONMLKJIHGFE"
 FUT_SECRET = "cHl0aG9uLWtyYWtlbi1zZGsgdW5pdC10ZXN0IHNlY3JldCB2YWx1ZXMgZm9yIGZ1dHVyZXMgYXV0aA=="
 
-TIERS = {"starter": (15, 0.33), "intermediate": (20, 0.5), "pro": (20, 1.0)}
-COSTS = {"Ledgers": 4, "TradesHistory": 4, "ClosedOrders": 4, "QueryLedgers": 4}
-
 
 @dataclass
 class FakeKraken:
-    """Spot + Futures endpoints enough for the clients' tests; ``handler`` is the transport."""
+    """Spot + Futures endpoints enough for the clients' tests; ``handler`` is the transport.
+
+    ``spot_keys`` / ``futures_keys`` map API keys to secrets and may be changed at any time;
+    ``clock`` drives the Spot call counter of ``tier``, charged as the simulator charges it.
+    """
 
     clock: Callable[[], float] = time.monotonic
     tier: str = "starter"
@@ -37,10 +43,25 @@ class FakeKraken:
     futures_keys: dict[str, str] = field(default_factory=lambda: {FUT_KEY: FUT_SECRET})
     script: dict[str, list[Any]] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
-    rate_limit_rejections: int = 0
-    max_counter_seen: float = 0.0
-    _nonces: dict[str, int] = field(default_factory=dict)
-    _counter: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._counter = SpotCounter(self.tier, self.clock)
+        self._checks = PrivateCallChecks(self._account, counter=self._counter,
+                                         spot_costs=DEFAULT_SPOT_COSTS)
+
+    def _account(self, key: str, product: str) -> AccountSpec | None:
+        secret = (self.spot_keys if product == "spot" else self.futures_keys).get(key)
+        return None if secret is None else AccountSpec(f"fake-{product}", key, secret, product)
+
+    @property
+    def rate_limit_rejections(self) -> int:
+        """Spot calls Kraken's counter refused."""
+        return self._counter.rejections
+
+    @property
+    def max_counter_seen(self) -> float:
+        """The highest value Kraken's Spot counter reached."""
+        return self._counter.peak
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handler)
@@ -51,8 +72,8 @@ class FakeKraken:
         self.script.setdefault(endpoint, []).extend(responses)
 
     def counter(self, key: str = SPOT_KEY) -> float:
-        value, stamp = self._counter.get(key, (0.0, self.clock()))
-        return max(0.0, value - (self.clock() - stamp) * TIERS[self.tier][1])
+        """Kraken's Spot counter for ``key`` now."""
+        return self._counter.value(key)
 
     # -- transport -------------------------------------------------------------------------
 
@@ -96,27 +117,10 @@ class FakeKraken:
         return _spot_json([], results[name])
 
     def _spot_private(self, request: httpx.Request, name: str) -> httpx.Response:
-        key = request.headers.get("API-Key", "")
-        secret = self.spot_keys.get(key)
-        if secret is None:
-            return _spot_json(["EAPI:Invalid key"])
-        body = request.content.decode()
-        form = dict(parse_qsl(body, keep_blank_values=True))
-        nonce = form.get("nonce", "")
-        expected = spot_signature(request.url.path, nonce, body, secret)
-        if request.headers.get("API-Sign") != expected:
-            return _spot_json(["EAPI:Invalid signature"])
-        if not nonce.isdigit() or int(nonce) <= self._nonces.get(key, 0):
-            return _spot_json(["EAPI:Invalid nonce"])
-        self._nonces[key] = int(nonce)
-        cost = COSTS.get(name, 1)
-        max_counter = TIERS[self.tier][0]
-        current = self.counter(key)
-        if current + cost > max_counter:
-            self.rate_limit_rejections += 1
-            return _spot_json(["EAPI:Rate limit exceeded"])
-        self._counter[key] = (current + cost, self.clock())
-        self.max_counter_seen = max(self.max_counter_seen, current + cost)
+        try:
+            self._checks.spot(SimRequest.from_httpx(request), name)
+        except SpotError as exc:
+            return _spot_json(exc.errors)
         results: dict[str, Any] = {
             "Balance": {"ZUSD": "171288.6158", "XXBT": "1011.1908877900"},
             "Ledgers": {"ledger": {}, "count": 0},
@@ -133,15 +137,14 @@ class FakeKraken:
         if name == "tickers":
             return httpx.Response(200, json={"result": "success", "tickers": [
                 {"symbol": "PI_XBTUSD", "markPrice": 30209.9, "suspended": False}]})
-        key = request.headers.get("APIKey", "")
-        secret = self.futures_keys.get(key)
-        signed_path = path.removeprefix("/derivatives")
-        if secret is None or request.headers.get("Authent") != futures_signature(
-            signed_path, request.url.query.decode(), request.headers.get("Nonce", ""), secret
-        ):
+        try:
+            self._checks.futures(SimRequest.from_httpx(request), path.removeprefix("/derivatives"))
+        except FuturesError as exc:
             if path.startswith("/api/history/"):
-                return httpx.Response(401, text="Credentials required")
-            return httpx.Response(200, json={"result": "error", "error": "authenticationError"})
+                if exc.error == "authenticationError":
+                    return httpx.Response(401, text="Credentials required")
+                return httpx.Response(401, json={"result": "error", "error": exc.error})
+            return httpx.Response(200, json={"result": "error", "error": exc.error})
         if name == "accounts":
             return httpx.Response(200, json={"result": "success", "accounts": {
                 "flex": {"type": "multiCollateralMarginAccount", "portfolioValue": 1234.5}}})

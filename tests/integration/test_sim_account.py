@@ -25,7 +25,9 @@ from krakked.kraken.http import RetryPolicy
 from krakked.kraken.limits import FuturesLimiter, SpotCounterLimiter
 from krakked.kraken.spot import SpotClient
 from krakked.sim import SimClock, SimConfig, Simulator
-from krakked.sim.account import SPAN_DAYS, FuturesBook, SpotBook
+from krakked.sim.config import SPAN_DAYS
+from krakked.sim.futures_book import FuturesBook
+from krakked.sim.spot_book import SpotBook
 from tests.fakes import FakeClock
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)

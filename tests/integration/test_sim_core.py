@@ -3,6 +3,7 @@ the ASGI and HTTP doors, and `krakked sim serve`."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import krakked.sim
 from krakked.config import load_settings
 from krakked.credentials import KeyPair
 from krakked.errors import (
@@ -24,12 +26,14 @@ from krakked.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
-from krakked.kraken.auth import spot_signature
+from krakked.kraken.auth import futures_signature, spot_signature
 from krakked.kraken.futures import FuturesClient
 from krakked.kraken.limits import FuturesLimiter, PublicLimiter, SpotCounterLimiter
 from krakked.kraken.spot import SpotClient
 from krakked.sim import SimClock, SimConfig, Simulator, parse_faults
+from krakked.sim.config import AccountSpec
 from krakked.sim.server import running
+from tests.fakes import FUT_KEY, FUT_SECRET, SPOT_KEY, SPOT_SECRET, FakeClock, FakeKraken
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -137,6 +141,94 @@ def test_signing_is_verified_and_a_replayed_nonce_is_rejected(clock) -> None:
         assert post(sign)["error"] == ["EAPI:Invalid nonce"]  # the same request, replayed
         assert post(sign[:-4] + "AAA=")["error"] == ["EAPI:Invalid signature"]
         assert post(sign, key="nope")["error"] == ["EAPI:Invalid key"]
+
+
+def _spot_verdicts(transport: httpx.BaseTransport, clock: FakeClock) -> list[list[str]]:
+    """Kraken's answers to a bad key, a bad signature, replayed and stale nonces, then Balance
+    calls at one instant until the Starter counter refuses, and one more after 1.5 units of
+    decay (still refused: a refused call is counted too)."""
+    verdicts: list[list[str]] = []
+    with httpx.Client(transport=transport, base_url="http://kraken") as http:
+        def post(nonce: int, key: str = SPOT_KEY, secret: str = SPOT_SECRET) -> None:
+            body = f"nonce={nonce}"
+            sign = spot_signature("/0/private/Balance", str(nonce), body, secret)
+            verdicts.append(http.post("/0/private/Balance", content=body, headers={
+                "API-Key": key, "API-Sign": sign,
+                "Content-Type": "application/x-www-form-urlencoded"}).json()["error"])
+
+        post(100, key="nope")
+        post(100, secret=FUT_SECRET)
+        post(100)
+        post(100)
+        post(99)
+        for nonce in range(101, 116):
+            post(nonce)
+        clock.sleep(1.5 / 0.33)
+        post(116)
+    return verdicts
+
+
+def _futures_verdicts(transport: httpx.BaseTransport) -> list[str | None]:
+    """The ``error`` of a signed ``accounts`` call, the same call replayed, and a bad Authent."""
+    verdicts: list[str | None] = []
+    with httpx.Client(transport=transport, base_url="http://kraken") as http:
+        def get(nonce: str, secret: str = FUT_SECRET) -> None:
+            authent = futures_signature("/api/v3/accounts", "", nonce, secret)
+            verdicts.append(http.get("/derivatives/api/v3/accounts", headers={
+                "APIKey": FUT_KEY, "Nonce": nonce, "Authent": authent}).json().get("error"))
+
+        get("500")
+        get("500")
+        get("501", secret=SPOT_SECRET)
+    return verdicts
+
+
+def test_fake_kraken_and_simulator_give_the_same_verdicts_on_keys_signatures_nonces_and_counter(
+) -> None:
+    fake_clock, sim_clock = FakeClock(), FakeClock()
+    fake = FakeKraken(clock=fake_clock)
+    sim = Simulator(SimConfig(monotonic=sim_clock, accounts=[
+        AccountSpec("fake-spot", SPOT_KEY, SPOT_SECRET, "spot"),
+        AccountSpec("fake-futures", FUT_KEY, FUT_SECRET, "futures")]))
+    limited = ["EAPI:Rate limit exceeded"]
+    expected = [["EAPI:Invalid key"], ["EAPI:Invalid signature"], [], ["EAPI:Invalid nonce"],
+                ["EAPI:Invalid nonce"], *[[]] * 14, limited, limited]
+    assert _spot_verdicts(sim.transport(), sim_clock) == expected
+    assert _spot_verdicts(fake.transport(), fake_clock) == expected
+    assert fake.rate_limit_rejections == sim.counter.rejections == 2
+    expected_futures = [None, "nonceBelowThreshold", "authenticationError"]
+    assert _futures_verdicts(sim.transport()) == expected_futures
+    assert _futures_verdicts(fake.transport()) == expected_futures
+
+
+def test_sim_imports_only_kraken_auth_and_market_and_has_no_import_cycle() -> None:
+    sim_dir = Path(krakked.sim.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in sorted(sim_dir.glob("*.py")):
+        name = "krakked.sim" if path.stem == "__init__" else f"krakked.sim.{path.stem}"
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets |= {f"{node.module}.{alias.name}" if node.module == "krakked.sim" and (
+                    sim_dir / f"{alias.name}.py").exists() else node.module
+                            for alias in node.names}
+        graph[name] = {t for t in targets if t.split(".")[0] == "krakked"}
+    outside = {t for targets in graph.values() for t in targets if t not in graph}
+    assert {t for t in outside if t != "krakked.kraken.auth"
+            and t.split(".")[:2] != ["krakked", "market"]} == set()
+
+    def cycle_from(module: str, path: tuple[str, ...]) -> tuple[str, ...] | None:
+        if module in path:
+            return (*path[path.index(module):], module)
+        for target in sorted(graph.get(module, ())):
+            found = cycle_from(target, (*path, module))
+            if found:
+                return found
+        return None
+
+    assert [cycle_from(m, ()) for m in graph if cycle_from(m, ())] == []
 
 
 def test_wrong_secret_is_an_auth_error_and_never_retried(clock, settings) -> None:

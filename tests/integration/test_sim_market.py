@@ -123,7 +123,9 @@ def test_asset_pairs_rows_carry_every_documented_key(kraken: Kraken) -> None:
             assert set(row) >= POSITION_KEYS, pid
         else:
             assert row["leverage_sell"] == [], pid
-            assert not POSITION_KEYS & set(row), pid  # absent on non-margin pairs (rest.md)
+            # absent on non-margin pairs, as in Kraken's AssetPairs answers
+            # (https://docs.kraken.com/api/docs/rest-api/get-tradable-asset-pairs)
+            assert not POSITION_KEYS & set(row), pid
         assert Decimal(row["tick_size"]) == Decimal(1).scaleb(-row["pair_decimals"])
         assert Decimal(row["ordermin"]) > 0 and Decimal(row["costmin"]) > 0
         assert row["fees"][0][0] == 0 and row["fees_maker"][0][0] == 0

@@ -29,7 +29,7 @@ from krakked.market.pairs import (
     resolve_offline,
 )
 from krakked.sim.config import SimConfig
-from krakked.sim.market import Market
+from krakked.sim.market import SimMarket
 
 US = RegionProfile()
 MARGIN = RegionProfile(code="INTL", supports_margin=True)
@@ -420,7 +420,7 @@ def test_offline_maps_round_trip() -> None:
 
 
 def test_offline_v2_names_agree_with_the_simulators_asset_pairs() -> None:
-    sim_pairs = parse_asset_pairs(Market(SimConfig()).asset_pairs_result())
+    sim_pairs = parse_asset_pairs(SimMarket(SimConfig()).asset_pairs_result())
     online = PairResolver(sim_pairs)
     for internal, alt in PAIR_MAP.items():
         if alt in sim_pairs:
@@ -430,7 +430,7 @@ def test_offline_v2_names_agree_with_the_simulators_asset_pairs() -> None:
 
 # --- the simulator's AssetPairs ----------------------------------------------------------------
 
-SIM_RESULT = Market(SimConfig()).asset_pairs_result()
+SIM_RESULT = SimMarket(SimConfig()).asset_pairs_result()
 SIM_PAIRS = parse_asset_pairs(SIM_RESULT)
 SIM_RESOLVER = PairResolver(SIM_PAIRS)
 
@@ -471,7 +471,7 @@ def test_any_alias_of_any_sim_pair_resolves_to_its_canonical(
 
 
 def test_sim_pairs_have_the_simulators_v2_names() -> None:
-    market = Market(SimConfig())
+    market = SimMarket(SimConfig())
     for p in market.pairs():
         assert SIM_PAIRS[p.altname].ws_symbol == p.v2name
         assert SIM_PAIRS[p.altname].tick_size == Decimal(p.tick_size)

@@ -1,9 +1,9 @@
 """krakked.sim: an offline Kraken (Spot REST, Futures REST) for tests, demos and benchmarks.
 
-It speaks what ``shared/kraken/*.md`` documents: the same paths, payload shapes, error strings,
-signatures, nonce rules and rate-limit models, over a deterministic market and account made from a
-seed. Use it in-process (``Simulator(...).transport()`` for httpx) or served on 127.0.0.1
-(``krakked sim serve``).
+It speaks Kraken's documented API (https://docs.kraken.com/api/): the same paths, payload
+shapes, error strings, signatures, nonce rules and rate-limit models, over a deterministic market
+and account made from a seed. Use it in-process (``Simulator(...).transport()`` for httpx) or
+served on 127.0.0.1 (``krakked sim serve``).
 """
 
 from __future__ import annotations

@@ -1,80 +1,42 @@
-"""The simulator core: routing, Kraken's auth and nonce checks, rate limits and faults.
+"""The simulator core: routing, rate limits and faults, behind two doors.
 
 One request handler serves two doors: an ASGI app (``Simulator.app``, for uvicorn or
 ``httpx.AsyncClient(transport=httpx.ASGITransport(sim.app))``) and a sync httpx transport
 (``Simulator.transport()``) for krakked's sync clients in-process, with no event loop and no
-socket. The endpoint handlers live in ``spot_public``, ``spot_private`` and ``futures``.
+socket. Private calls pass ``auth.PrivateCallChecks`` first; the endpoint handlers live in
+``spot_public``, ``spot_private`` and ``futures``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 
-from krakked.kraken.auth import futures_signature, spot_signature
+from krakked.sim import futures, spot_private, spot_public
+from krakked.sim.auth import PrivateCallChecks
 from krakked.sim.config import AccountSpec, FaultRule, SimConfig
+from krakked.sim.futures_book import FuturesBook
 from krakked.sim.limits import Bucket, SpotCounter
+from krakked.sim.market import SimMarket
+from krakked.sim.protocol import (
+    FuturesError,
+    SimRequest,
+    SimResponse,
+    SpotError,
+    html_response,
+    json_response,
+)
+from krakked.sim.spot_book import SpotBook
 
-__all__ = ["FuturesError", "SimRequest", "SimResponse", "Simulator", "SpotError"]
-
-
-class SpotError(Exception):
-    """Answer a Spot call with Kraken's ``{"error": [...]}`` envelope (HTTP 200)."""
-
-    def __init__(self, *errors: str) -> None:
-        super().__init__(", ".join(errors))
-        self.errors = list(errors)
-
-
-class FuturesError(Exception):
-    """Answer a Futures call with ``{"result": "error", "error": ...}`` (or a history error)."""
-
-    def __init__(self, error: str, status: int = 200) -> None:
-        super().__init__(error)
-        self.error = error
-        self.status = status
-
-
-@dataclass
-class SimRequest:
-    method: str
-    path: str
-    raw_query: str
-    headers: Mapping[str, str]  # lower-case names
-    body: bytes
-    client: str = "127.0.0.1"
-
-    @property
-    def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.raw_query, keep_blank_values=True))
-
-
-@dataclass
-class SimResponse:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
-    stall: bool = False  # a "timeout" fault: never answer in time
-
-
-def _json(data: Any, status: int = 200) -> SimResponse:
-    return SimResponse(status, json.dumps(data, separators=(",", ":"), default=str).encode())
-
-
-def _html(status: int) -> SimResponse:
-    body = f"<html><body><h1>{status}</h1>cloudflare</body></html>".encode()
-    return SimResponse(status, body, {"content-type": "text/html"})
-
+__all__ = ["Simulator"]
 
 class _Faults:
     """Scripted faults (tests) first, then the probabilistic rules (``--faults``)."""
@@ -120,10 +82,8 @@ class Simulator:
     """An offline Kraken. ``Simulator(SimConfig(seed=7))``; see ``krakked.sim.config``."""
 
     def __init__(self, config: SimConfig | None = None) -> None:
-        from krakked.sim.market import Market
-
         self.config = config or SimConfig()
-        self.market = Market(self.config)
+        self.market = SimMarket(self.config)
         self.faults = _Faults(self.config.faults, self.config.seed)
         mono = self.config.monotonic
         self.counter = SpotCounter(self.config.tier, mono)
@@ -135,8 +95,9 @@ class Simulator:
                                   self.config.derivatives_budget / 10.0, mono)
         self.history = Bucket(self.config.history_capacity,
                               self.config.history_refill_per_second, mono)
-        self._nonces: dict[str, int] = {}
-        self._nonce_lock = threading.Lock()
+        self.checks = PrivateCallChecks(
+            self._account, counter=self.counter if self.config.rate_limits else None,
+            spot_costs=self.config.spot_costs)
         self._books: dict[str, Any] = {}
         self._books_lock = threading.Lock()
         self.requests: Counter[str] = Counter()
@@ -162,8 +123,6 @@ class Simulator:
         with self._books_lock:
             book = self._books.get(spec.api_key)
             if book is None:
-                from krakked.sim.account import FuturesBook, SpotBook
-
                 cls = SpotBook if spec.product == "spot" else FuturesBook
                 book = self._books[spec.api_key] = cls(spec, self.market, self.config)
             return book
@@ -173,13 +132,6 @@ class Simulator:
             if spec.api_key == key and spec.product == product:
                 return spec
         return None
-
-    def _check_nonce(self, key: str, nonce: int) -> bool:
-        with self._nonce_lock:
-            if nonce <= self._nonces.get(key, 0):
-                return False
-            self._nonces[key] = nonce
-            return True
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -198,7 +150,7 @@ class Simulator:
 
     def _fault_response(self, kind: str, spot: bool) -> SimResponse | None:
         if kind in ("http500", "http502"):
-            return _html(500 if kind == "http500" else 502)
+            return html_response(500 if kind == "http500" else 502)
         if kind == "timeout":
             return SimResponse(504, b"", stall=True)
         if spot:
@@ -207,12 +159,10 @@ class Simulator:
                       "ratelimit": "EAPI:Rate limit exceeded",
                       "permission": "EGeneral:Permission denied"}
             if kind in errors:
-                return _json({"error": [errors[kind]]})
+                return json_response({"error": [errors[kind]]})
         return None
 
     def _spot(self, req: SimRequest, method: str, *, private: bool) -> SimResponse:
-        from krakked.sim import spot_private, spot_public
-
         self.requests[method] += 1
         table = spot_private.HANDLERS if private else spot_public.HANDLERS
         handler = table.get(method)
@@ -222,7 +172,7 @@ class Simulator:
             if private:
                 if req.method != "POST":
                     raise SpotError("EGeneral:Invalid arguments:use POST")
-                spec, params = self._spot_auth(req, method)
+                spec, params = self.checks.spot(req, method)
             else:
                 params = req.query if req.method == "GET" else dict(
                     parse_qsl(req.body.decode(errors="replace")))
@@ -236,55 +186,14 @@ class Simulator:
                     return canned
             result = handler(self, params) if spec is None else handler(
                 self, self.book(spec), params)
-            response = _json({"error": [], "result": result})
+            response = json_response({"error": [], "result": result})
         except SpotError as exc:
-            return _json({"error": exc.errors})
+            return json_response({"error": exc.errors})
         if fault == "malformed":
             response.body = response.body[: max(1, len(response.body) // 2)]
         return response
 
-    def _spot_auth(self, req: SimRequest, method: str) -> tuple[AccountSpec, dict[str, str]]:
-        key = req.headers.get("api-key", "")
-        spec = self._account(key, "spot")
-        if spec is None:
-            raise SpotError("EAPI:Invalid key")
-        body = req.body.decode(errors="replace")
-        if req.headers.get("content-type", "").startswith("application/json"):
-            try:
-                params = {k: str(v) for k, v in json.loads(body or "{}").items()}
-            except (ValueError, AttributeError):
-                raise SpotError("EGeneral:Invalid arguments") from None
-        else:
-            params = dict(parse_qsl(body, keep_blank_values=True))
-        nonce = params.get("nonce", "")
-        if not nonce.isdigit():
-            raise SpotError("EAPI:Invalid nonce")
-        expected = spot_signature(req.path, nonce, req.body, spec.api_secret)
-        if req.headers.get("api-sign", "") != expected:
-            raise SpotError("EAPI:Invalid signature")
-        if not self._check_nonce(key, int(nonce)):
-            raise SpotError("EAPI:Invalid nonce")
-        if self.config.rate_limits and not self.counter.charge(
-            key, self.config.spot_costs.get(method, 1)
-        ):
-            raise SpotError("EAPI:Rate limit exceeded")
-        return spec, params
-
-    def _futures_auth(self, req: SimRequest, signed_path: str) -> AccountSpec | None:
-        """The account if APIKey/Authent (and Nonce, when sent) check out, else None."""
-        key = req.headers.get("apikey", "")
-        spec = self._account(key, "futures")
-        if spec is None:
-            return None
-        nonce = req.headers.get("nonce", "")
-        expected = futures_signature(signed_path, req.raw_query, nonce, spec.api_secret)
-        if req.headers.get("authent", "") != expected:
-            return None
-        return spec
-
     def _derivatives(self, req: SimRequest, name: str) -> SimResponse:
-        from krakked.sim import futures
-
         self.requests[name] += 1
         entry = futures.DERIVATIVES.get(name)
         server_time = datetime.fromtimestamp(self.now(), UTC).isoformat(
@@ -295,13 +204,7 @@ class Simulator:
             handler, private, cost = entry
             spec = None
             if private:
-                spec = self._futures_auth(req, req.path.removeprefix("/derivatives"))
-                if spec is None:
-                    raise FuturesError("authenticationError")
-                nonce = req.headers.get("nonce")
-                if nonce and (not nonce.isdigit() or not self._check_nonce(
-                        spec.api_key, int(nonce))):
-                    raise FuturesError("nonceBelowThreshold")
+                spec = self.checks.futures(req, req.path.removeprefix("/derivatives"))
                 if self.config.rate_limits and self.derivatives.take(spec.api_key, cost):
                     raise FuturesError("apiLimitExceeded")
             fault = self.faults.pick(name, _FUTURES_FAULTS)
@@ -315,16 +218,14 @@ class Simulator:
                     raise FuturesError(mapped[fault])
             payload = handler(self, self.book(spec) if spec else None, req.query)
         except FuturesError as exc:
-            return _json({"result": "error", "serverTime": server_time, "error": exc.error},
+            return json_response({"result": "error", "serverTime": server_time, "error": exc.error},
                          exc.status)
-        response = _json({"result": "success", "serverTime": server_time, **payload})
+        response = json_response({"result": "success", "serverTime": server_time, **payload})
         if fault == "malformed":
             response.body = response.body[: max(1, len(response.body) // 2)]
         return response
 
     def _history(self, req: SimRequest, path: str) -> SimResponse:
-        from krakked.sim import futures
-
         parts = path.split("/")  # ['', 'api', 'history', 'v3', 'executions']
         version, name = (parts[3], parts[4]) if len(parts) >= 5 else ("", "")
         self.requests[name] += 1
@@ -334,12 +235,10 @@ class Simulator:
         handler, _, cost_of = entry
         if not req.headers.get("apikey"):
             return SimResponse(401, b"Credentials required", {"content-type": "text/plain"})
-        spec = self._futures_auth(req, path)
-        if spec is None:
-            return _json({"result": "error", "error": "authenticationError"}, 401)
-        nonce = req.headers.get("nonce")
-        if nonce and (not nonce.isdigit() or not self._check_nonce(spec.api_key, int(nonce))):
-            return _json({"result": "error", "error": "nonceBelowThreshold"}, 401)
+        try:
+            spec = self.checks.futures(req, path)
+        except FuturesError as exc:
+            return json_response({"result": "error", "error": exc.error}, 401)
         query = req.query
         if self.config.rate_limits:
             wait = self.history.take(spec.api_key, cost_of(query))
@@ -356,16 +255,16 @@ class Simulator:
                 return SimResponse(429, b"Too many requests",
                                    {"content-type": "text/plain", "rate-limit-reset": "1"})
             if fault == "permission":
-                return _json({"result": "error", "error": "permissionDenied"}, 403)
+                return json_response({"result": "error", "error": "permissionDenied"}, 403)
             if fault == "unavailable":
-                return _json({"result": "error", "error": "Unavailable"}, 503)
+                return json_response({"result": "error", "error": "Unavailable"}, 503)
         try:
             payload = handler(self, self.book(spec), query, version)
         except FuturesError as exc:
-            return _json({"result": "error", "error": exc.error}, exc.status or 400)
+            return json_response({"result": "error", "error": exc.error}, exc.status or 400)
         if fault == "notoken":
             payload.pop("continuationToken", None)
-        response = _json(payload)
+        response = json_response(payload)
         if fault == "malformed":
             response.body = response.body[: max(1, len(response.body) // 2)]
         return response
@@ -378,15 +277,7 @@ class _SyncTransport(httpx.BaseTransport):
         self.sim = sim
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.read()
-        req = SimRequest(
-            method=request.method,
-            path=request.url.path,
-            raw_query=request.url.query.decode(),
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,
-        )
-        response = self.sim.handle(req)
+        response = self.sim.handle(SimRequest.from_httpx(request))
         if response.stall:
             raise httpx.ReadTimeout("simulated timeout", request=request)
         return httpx.Response(response.status, headers=response.headers, content=response.body,

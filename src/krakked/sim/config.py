@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 __all__ = [
+    "DEFAULT_SPOT_COSTS",
     "FAULT_KINDS",
+    "SPAN_DAYS",
     "AccountSpec",
     "FaultRule",
     "SimClock",
@@ -31,6 +33,12 @@ FAULT_KINDS = {
     "permission": "permission denied on the endpoint",
 }
 """Fault kinds and what each does; ``--faults kind[:endpoint]=probability,...``."""
+
+
+DEFAULT_SPOT_COSTS: dict[str, int] = {
+    "Ledgers": 4, "TradesHistory": 4, "ClosedOrders": 4, "QueryLedgers": 4,
+}
+"""Spot private calls the counter charges more than 1 for (Kraken says +2 or +4: UNCONFIRMED)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,10 @@ class SimClock:
     sleep = advance
 
 
+SPAN_DAYS = 330
+"""Account histories are generated over ``SimConfig.origin`` .. origin + SPAN_DAYS days."""
+
+
 @dataclass(frozen=True)
 class AccountSpec:
     """One simulated account: its key pair and how much history it has."""
@@ -124,9 +136,7 @@ class SimConfig:
     # (0 disables). Kraken: ~1 req/s sustained is safe, bursts of ~30 observed (UNCONFIRMED).
     public_rate: float = 1.0
     public_burst: int = 20
-    spot_costs: dict[str, int] = field(default_factory=lambda: {
-        "Ledgers": 4, "TradesHistory": 4, "ClosedOrders": 4, "QueryLedgers": 4,
-    })
+    spot_costs: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_SPOT_COSTS))
     rate_limits: bool = True  # False: no Spot counter, no Futures budgets (benchmarks of I/O)
     derivatives_budget: float = 500.0  # units per 10 s
     history_capacity: float = 100.0

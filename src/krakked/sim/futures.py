@@ -1,5 +1,8 @@
-"""Futures REST of the simulator (rest.md §7): ``/derivatives/api/v3`` endpoints and the history
-API (``/api/history/v2|v3``), rendered from a ``FuturesBook``.
+"""Futures REST of the simulator: ``/derivatives/api/v3`` endpoints and the history API
+(``/api/history/v2|v3``), rendered from a ``FuturesBook`` as Kraken documents them
+(https://docs.kraken.com/api/docs/guides/futures-rest,
+https://docs.kraken.com/api/docs/futures-api/history/get-execution-events,
+https://docs.kraken.com/api/docs/futures-api/history/account-log).
 
 ``DERIVATIVES`` handlers return payload keys only (the core adds ``result``/``serverTime``);
 ``HISTORY`` handlers return the whole body. Bad parameters raise
@@ -36,9 +39,9 @@ import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from krakked.sim.account import (
+from krakked.sim.futures_book import (
     ACTION_INFO,
     CONTRACTS,
     EXEC_CASH,
@@ -51,10 +54,7 @@ from krakked.sim.account import (
     fmt_scaled,
     iso_ms,
 )
-from krakked.sim.app import FuturesError
-
-if TYPE_CHECKING:
-    from krakked.sim.app import Simulator
+from krakked.sim.protocol import FuturesError, SimContext
 
 __all__ = ["ACCOUNT_LOG_MAX", "DERIVATIVES", "HISTORY", "account_log_cost"]
 
@@ -230,7 +230,7 @@ def execution_element(book: FuturesBook, i: int, version: str = "v3") -> dict[st
             "event": {key: {"execution": execution, "takerReducedQuantity": ""}}}
 
 
-def executions(sim: Simulator, book: FuturesBook, query: dict[str, str], version: str
+def executions(sim: SimContext, book: FuturesBook, query: dict[str, str], version: str
                ) -> dict[str, Any]:
     """History ``executions``: ``{"accountUid", "len", "serverTime", "elements": [...],
     "continuationToken"?}``; elements carry ``uid`` (the element's), ``timestamp`` (ms) and
@@ -327,7 +327,7 @@ def position_element(book: FuturesBook, p: int) -> dict[str, Any]:
             "event": {"PositionUpdate": update}}
 
 
-def positions(sim: Simulator, book: FuturesBook, query: dict[str, str], version: str
+def positions(sim: SimContext, book: FuturesBook, query: dict[str, str], version: str
               ) -> dict[str, Any]:
     """History ``positions`` (v3): one ``PositionUpdate`` per execution (updateReason
     ``trade``) and per daily funding realisation of an open position (``fundingRealisation``,
@@ -405,7 +405,7 @@ def log_row(book: FuturesBook, r: int) -> dict[str, Any]:
     return row
 
 
-def account_log(sim: Simulator, book: FuturesBook, query: dict[str, str], version: str
+def account_log(sim: SimContext, book: FuturesBook, query: dict[str, str], version: str
                 ) -> dict[str, Any]:
     """History ``account-log``: ``{"accountUid", "logs": [...]}``, no continuation token.
     See the module docstring for the window (``since`` inclusive, ``before`` exclusive,
@@ -431,7 +431,8 @@ def account_log(sim: Simulator, book: FuturesBook, query: dict[str, str], versio
 
 
 def account_log_cost(query: Mapping[str, str]) -> float:
-    """History tokens of an account-log call by ``count`` (rest.md §7.5; default 500 -> 3)."""
+    """History tokens of an account-log call by ``count`` (default 500 -> 3), as
+    https://docs.kraken.com/api/docs/guides/futures-rate-limits prices it."""
     try:
         count = int(query.get("count") or ACCOUNT_LOG_DEFAULT)
     except ValueError:
@@ -445,7 +446,7 @@ def account_log_cost(query: Mapping[str, str]) -> float:
 # --- /derivatives/api/v3 ----------------------------------------------------------------------
 
 
-def _rng(sim: Simulator, *parts: object) -> random.Random:
+def _rng(sim: SimContext, *parts: object) -> random.Random:
     return random.Random("|".join(map(str, ("krakked-sim-tickers", sim.config.seed, *parts))))
 
 
@@ -474,7 +475,7 @@ def _month_expiry(now: float) -> datetime:
     return expiry
 
 
-def _market_ticker(sim: Simulator, prices: PriceSource, contract: Contract, now: float, *,
+def _market_ticker(sim: SimContext, prices: PriceSource, contract: Contract, now: float, *,
                    tag: str = "perpetual", symbol: str | None = None, basis: float = 0.0
                    ) -> dict[str, Any]:
     symbol = symbol or contract.symbol
@@ -508,7 +509,7 @@ def _market_ticker(sim: Simulator, prices: PriceSource, contract: Contract, now:
     return ticker
 
 
-def tickers(sim: Simulator, book: FuturesBook | None, query: dict[str, str]) -> dict[str, Any]:
+def tickers(sim: SimContext, book: FuturesBook | None, query: dict[str, str]) -> dict[str, Any]:
     """Public ``tickers``: the perpetuals (PI_XBTUSD, PF_XBTUSD, PF_ETHUSD, PF_SOLUSD), a month
     future (``FI_XBTUSD_<yymmdd>``, last Friday of the month) and index tickers (``in_*``, only
     symbol/last/lastTime). Prices follow the Spot market at the clock; numbers are JSON
@@ -527,7 +528,7 @@ def tickers(sim: Simulator, book: FuturesBook | None, query: dict[str, str]) -> 
     return {"tickers": out}
 
 
-def instruments(sim: Simulator, book: FuturesBook | None, query: dict[str, str]
+def instruments(sim: SimContext, book: FuturesBook | None, query: dict[str, str]
                 ) -> dict[str, Any]:
     """Public ``instruments``: contract specifications of the simulated contracts."""
     margin = [{"contracts": 0, "initialMargin": 0.02, "maintenanceMargin": 0.01},
@@ -565,7 +566,7 @@ def instruments(sim: Simulator, book: FuturesBook | None, query: dict[str, str]
     return {"instruments": out}
 
 
-def accounts(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
+def accounts(sim: SimContext, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
     """``accounts``: ``{"accounts": {"cash": {...}, "flex": {...}}}`` — the flex (multi-
     collateral) account's USD is the account log's last cash balance; its PnL values the open
     positions at the market's current prices."""
@@ -592,7 +593,7 @@ def accounts(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> dict[s
                          "flex": flex}}
 
 
-def openpositions(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
+def openpositions(sim: SimContext, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
     """``openpositions``: one entry per contract whose position (after the last visible
     execution) is not flat: side, symbol, price (average entry), size (unsigned), fillTime."""
     out = []
@@ -605,7 +606,7 @@ def openpositions(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> d
     return {"openPositions": out}
 
 
-def fills(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
+def fills(sim: SimContext, book: FuturesBook, query: dict[str, str]) -> dict[str, Any]:
     """``fills``: the last 100 fills (newest first), or the 100 before ``lastFillTime``
     (ISO 8601, exclusive)."""
     now_ms = book.now_ms()
@@ -631,8 +632,8 @@ def fills(sim: Simulator, book: FuturesBook, query: dict[str, str]) -> dict[str,
     return {"fills": out}
 
 
-DerivativesHandler = Callable[["Simulator", Any, dict[str, str]], dict[str, Any]]
-HistoryHandler = Callable[["Simulator", FuturesBook, dict[str, str], str], dict[str, Any]]
+DerivativesHandler = Callable[[SimContext, Any, dict[str, str]], dict[str, Any]]
+HistoryHandler = Callable[[SimContext, FuturesBook, dict[str, str], str], dict[str, Any]]
 
 DERIVATIVES: dict[str, tuple[DerivativesHandler, bool, float]] = {
     "tickers": (tickers, False, 0.0),

@@ -1,4 +1,6 @@
-"""Spot private account endpoints of the simulator (rest.md §4), rendered from a ``SpotBook``.
+"""Spot private account endpoints of the simulator, rendered from a ``SpotBook`` as Kraken
+documents its account data (https://docs.kraken.com/api/docs/rest-api/get-trade-history,
+https://docs.kraken.com/api/docs/rest-api/get-ledgers and their sibling pages).
 
 Each handler takes ``(sim, book, params)`` and returns Kraken's ``result``; bad parameters raise
 ``SpotError("EGeneral:Invalid arguments:<name>")``. Only entries at or before the simulator's
@@ -14,9 +16,10 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from krakked.sim.account import (
+from krakked.sim.protocol import SimContext, SpotError
+from krakked.sim.spot_book import (
     FundingEntry,
     LedgerEntry,
     SpotBook,
@@ -25,10 +28,6 @@ from krakked.sim.account import (
     asset_decimals,
     asset_id,
 )
-from krakked.sim.app import SpotError
-
-if TYPE_CHECKING:
-    from krakked.sim.app import Simulator
 
 __all__ = ["HANDLERS", "PAGE_SIZE"]
 
@@ -240,13 +239,13 @@ def funding_row(entry: FundingEntry) -> dict[str, Any]:
 # --- handlers ---------------------------------------------------------------------------------
 
 
-def balance(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[str, str]:
+def balance(sim: SimContext, book: SpotBook, params: dict[str, str]) -> dict[str, str]:
     """``Balance``: asset -> balance string (the last visible ledger ``balance`` per asset)."""
     return {asset: _money(value, asset_decimals(asset))
             for asset, value in sorted(book.balances().items())}
 
 
-def balance_ex(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
+def balance_ex(sim: SimContext, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
     """``BalanceEx``: asset -> ``{"balance", "hold_trade"}`` (no open orders, so hold is 0)."""
     out: dict[str, Any] = {}
     for asset, value in sorted(book.balances().items()):
@@ -255,7 +254,7 @@ def balance_ex(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[s
     return out
 
 
-def trade_balance(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[str, str]:
+def trade_balance(sim: SimContext, book: SpotBook, params: dict[str, str]) -> dict[str, str]:
     """``TradeBalance`` in USD: equivalent balance of all assets at the market's current prices
     (no margin positions, so trade balance = equivalent balance and margin fields are 0)."""
     total = Decimal(0)
@@ -279,12 +278,12 @@ def trade_balance(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dic
             "uv": zero}
 
 
-def open_orders(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
+def open_orders(sim: SimContext, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
     """``OpenOrders``: the simulated account keeps no resting orders -> ``{"open": {}}``."""
     return {"open": {}}
 
 
-def trades_history(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
+def trades_history(sim: SimContext, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
     """``TradesHistory``: ``{"trades": {txid: trade}, "count": n}``; 50 per call, newest first.
 
     ``type`` all/no position list every trade (the account has no margin positions; the
@@ -310,7 +309,7 @@ def trades_history(sim: Simulator, book: SpotBook, params: dict[str, str]) -> di
                        count, params)
 
 
-def ledgers(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
+def ledgers(sim: SimContext, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
     """``Ledgers``: ``{"ledger": {id: entry}, "count": n}``; 50 per call, newest first.
 
     Filters: ``asset`` (comma list of ids or altnames, default all), ``aclass`` (currency),
@@ -338,7 +337,7 @@ def ledgers(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[str,
     return _with_count({"ledger": {e.id: ledger_row(e) for e in page}}, count, params)
 
 
-def closed_orders(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
+def closed_orders(sim: SimContext, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
     """``ClosedOrders``: ``{"closed": {txid: order}, "count": n}``; 50 per call, newest close
     first. ``closetime`` open|close|both (default both: the order's open or close time lies in
     (start, end]); ``start``/``end`` given as an order txid mean that order's ``opentm``;
@@ -398,7 +397,7 @@ def _lookup(book_map: Mapping[str, T], ids: Iterable[str], visible: Callable[[T]
     return found
 
 
-def query_orders(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
+def query_orders(sim: SimContext, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
     """``QueryOrders``: txid -> order for up to 50 comma-separated txids (``trades=true`` adds
     trade ids). An unknown (or not yet closed) txid -> ``EGeneral:Invalid arguments:txid``
     (Kraken's exact error for it is UNCONFIRMED)."""
@@ -409,7 +408,7 @@ def query_orders(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict
     return {o.txid: order_row(o, trades=want_trades) for o in found}
 
 
-def query_trades(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
+def query_trades(sim: SimContext, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
     """``QueryTrades``: txid -> trade for up to 20 comma-separated trade txids."""
     _flag(params, "trades")
     now = sim.now()
@@ -418,7 +417,7 @@ def query_trades(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict
     return {t.txid: trade_row(t) for t in found}
 
 
-def query_ledgers(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
+def query_ledgers(sim: SimContext, book: SpotBook, params: dict[str, str]) -> dict[str, Any]:
     """``QueryLedgers``: ledger id -> entry for up to 20 comma-separated ids."""
     _flag(params, "trades")
     now = sim.now()
@@ -426,7 +425,7 @@ def query_ledgers(sim: Simulator, book: SpotBook, params: dict[str, str]) -> dic
     return {e.id: ledger_row(e) for e in found}
 
 
-def _funding(sim: Simulator, entries: list[FundingEntry], params: dict[str, str], key: str
+def _funding(sim: SimContext, entries: list[FundingEntry], params: dict[str, str], key: str
              ) -> Any:
     """Deposits or withdrawals at or before now, newest first, filtered by ``asset``,
     ``aclass``, ``method``, ``start``/``end`` (Unix seconds, exclusive/inclusive). With
@@ -471,19 +470,19 @@ def _funding(sim: Simulator, entries: list[FundingEntry], params: dict[str, str]
     return {key: [funding_row(e) for e in page], "next_cursor": next_cursor}
 
 
-def deposit_status(sim: Simulator, book: SpotBook, params: dict[str, str]) -> Any:
+def deposit_status(sim: SimContext, book: SpotBook, params: dict[str, str]) -> Any:
     """``DepositStatus``: a list of deposits (each with a matching ``deposit`` ledger entry
     whose refid is the deposit's refid), newest first; see ``_funding`` for filters/paging."""
     return _funding(sim, book.deposits, params, "deposit")
 
 
-def withdraw_status(sim: Simulator, book: SpotBook, params: dict[str, str]) -> Any:
+def withdraw_status(sim: SimContext, book: SpotBook, params: dict[str, str]) -> Any:
     """``WithdrawStatus``: a list of withdrawals (amount unsigned; the ledger entry carries
     ``-amount`` and the fee), newest first; see ``_funding`` for filters/paging."""
     return _funding(sim, book.withdrawals, params, "withdraw")
 
 
-Handler = Callable[["Simulator", SpotBook, dict[str, str]], Any]
+Handler = Callable[[SimContext, SpotBook, dict[str, str]], Any]
 
 HANDLERS: dict[str, Handler] = {
     "Balance": balance,

@@ -1,4 +1,6 @@
-"""The simulator's Spot public endpoints (``/0/public/<Method>``), shaped as rest.md §3 says.
+"""The simulator's Spot public endpoints (``/0/public/<Method>``), shaped as Kraken documents its
+Spot market data (https://docs.kraken.com/api/docs/guides/spot-rest-intro and the endpoint pages
+under https://docs.kraken.com/api/docs/rest-api/, e.g. ``get-ohlc-data``).
 
 Each handler takes the simulator and the request's parameters and returns Kraken's ``result``;
 errors are raised as ``SpotError`` with Kraken's strings. ``pair`` accepts a pair id, altname or
@@ -9,13 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from krakked.sim.app import SpotError
-from krakked.sim.market import SimPair, parse_since_ns
-
-if TYPE_CHECKING:
-    from krakked.sim.app import Simulator
+from krakked.sim.market import parse_since_ns
+from krakked.sim.pairs import SimPair
+from krakked.sim.protocol import SimContext, SpotError
 
 __all__ = ["HANDLERS"]
 
@@ -23,7 +23,7 @@ _INVALID = "EGeneral:Invalid arguments"
 _UNKNOWN_PAIR = "EQuery:Unknown asset pair"
 
 
-def _pair(sim: Simulator, params: dict[str, str]) -> SimPair:
+def _pair(sim: SimContext, params: dict[str, str]) -> SimPair:
     name = (params.get("pair") or "").strip()
     if not name:
         raise SpotError(_INVALID)
@@ -33,7 +33,7 @@ def _pair(sim: Simulator, params: dict[str, str]) -> SimPair:
         raise SpotError(_UNKNOWN_PAIR) from None
 
 
-def _pairs(sim: Simulator, names: str) -> list[SimPair]:
+def _pairs(sim: SimContext, names: str) -> list[SimPair]:
     out: list[SimPair] = []
     for name in names.split(","):
         if not name.strip():
@@ -64,20 +64,20 @@ def _int(params: dict[str, str], name: str, default: int | None, low: int | None
     return value
 
 
-def time_(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
+def time_(sim: SimContext, params: dict[str, str]) -> dict[str, Any]:
     """``{"unixtime": int, "rfc1123": "Thu, 06 Jul 23 18:50:48 +0000"}``."""
     now = sim.now()
     stamp = datetime.fromtimestamp(now, UTC)
     return {"unixtime": int(now), "rfc1123": stamp.strftime("%a, %d %b %y %H:%M:%S +0000")}
 
 
-def system_status(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
+def system_status(sim: SimContext, params: dict[str, str]) -> dict[str, Any]:
     """``{"status": "online", "timestamp": "2023-07-06T18:52:00Z"}``."""
     stamp = datetime.fromtimestamp(int(sim.now()), UTC)
     return {"status": "online", "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
-def assets(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
+def assets(sim: SimContext, params: dict[str, str]) -> dict[str, Any]:
     """Asset id -> ``{aclass, altname, decimals, display_decimals, [collateral_value,] status}``."""
     aclass = params.get("aclass") or "currency"
     if aclass not in ("currency", "tokenized_asset"):
@@ -90,7 +90,7 @@ def assets(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
         raise SpotError("EQuery:Unknown asset") from None
 
 
-def asset_pairs(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
+def asset_pairs(sim: SimContext, params: dict[str, str]) -> dict[str, Any]:
     """Pair id -> AssetPairs row (or its ``info=leverage|fees|margin`` part)."""
     info = params.get("info") or "info"
     if info not in ("info", "leverage", "fees", "margin"):
@@ -102,7 +102,7 @@ def asset_pairs(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
     return {p.id: p.row(info) for p in chosen}
 
 
-def ticker(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
+def ticker(sim: SimContext, params: dict[str, str]) -> dict[str, Any]:
     """Pair id -> ``{a, b, c, v, p, t, l, h, o}``; no ``pair`` = every pair."""
     if (params.get("asset_class") or "") == "tokenized_asset":
         return {}
@@ -111,7 +111,7 @@ def ticker(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
     return {p.id: sim.market.ticker(p.id) for p in chosen}
 
 
-def ohlc(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
+def ohlc(sim: SimContext, params: dict[str, str]) -> dict[str, Any]:
     """``{pair_id: [[time, o, h, l, c, vwap, volume, count], ...], "last": int}``."""
     pair = _pair(sim, params)
     interval = _int(params, "interval", 1)
@@ -123,7 +123,7 @@ def ohlc(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
     return {pair.id: rows, "last": last}
 
 
-def trades(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
+def trades(sim: SimContext, params: dict[str, str]) -> dict[str, Any]:
     """``{pair_id: [[price, volume, time, side, type, misc, id, ns], ...], "last": "<ns>"}``."""
     pair = _pair(sim, params)
     count = min(_int(params, "count", 1000, low=1) or 1000, 1000)
@@ -136,14 +136,14 @@ def trades(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
     return {pair.id: rows, "last": last}
 
 
-def depth(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
+def depth(sim: SimContext, params: dict[str, str]) -> dict[str, Any]:
     """``{pair_id: {"asks": [[price, volume, ts]], "bids": [...]}}``, ``count`` 1..500."""
     pair = _pair(sim, params)
     count = min(_int(params, "count", 100, low=1) or 100, 500)
     return {pair.id: sim.market.depth(pair.id, count)}
 
 
-def spread(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
+def spread(sim: SimContext, params: dict[str, str]) -> dict[str, Any]:
     """``{pair_id: [[time, bid, ask], ...], "last": int}`` (about the last 200 entries)."""
     pair = _pair(sim, params)
     since = _int(params, "since", None)
@@ -151,7 +151,7 @@ def spread(sim: Simulator, params: dict[str, str]) -> dict[str, Any]:
     return {pair.id: rows, "last": last}
 
 
-HANDLERS: dict[str, Callable[[Simulator, dict[str, str]], Any]] = {
+HANDLERS: dict[str, Callable[[SimContext, dict[str, str]], Any]] = {
     "Time": time_,
     "SystemStatus": system_status,
     "Assets": assets,

@@ -156,6 +156,28 @@ def test_two_real_processes_at_once_share_the_keys_counter(tmp_path: Path) -> No
     assert sum(r.get("rate_limit_waits", 0) for r in results) >= 2
 
 
+def test_a_signed_call_waits_while_another_process_holds_the_keys_send_lock(
+        tmp_path: Path) -> None:
+    from krakked.kraken.auth import KeySendLock
+
+    sim = Simulator(SimConfig(seed=7, public_rate=0, tier="pro"))
+    with running(sim) as info:
+        settings = load_settings({"KRAKKED_HOME": str(tmp_path / "home"), "KRAKKED_TIER": "pro"})
+        held = KeySendLock(info["api_key"], settings.paths.nonce_dir.absolute())
+        held.__enter__()  # as another process does from signing its nonce to Kraken's answer
+        try:
+            procs, go = _children(tmp_path, info, [1])
+            started = time.monotonic()
+            go.touch()
+            time.sleep(1.0)
+            assert procs[0].poll() is None  # its call could not be signed and sent meanwhile
+        finally:
+            held.__exit__(None, None, None)
+        [result] = _results(procs)
+    assert time.monotonic() - started >= 1.0 and result["requests"] == 1
+    assert sim.counter.rejections == 0
+
+
 # --- what the file holds ------------------------------------------------------------------------
 
 

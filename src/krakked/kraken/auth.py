@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -29,6 +29,7 @@ from krakked.errors import ConfigError
 
 __all__ = [
     "NONCE_SCALES",
+    "KeySendLock",
     "NonceSource",
     "decode_secret",
     "encode_form",
@@ -215,6 +216,38 @@ def key_lock(api_key: str) -> threading.Lock:
     """The one lock for ``api_key`` in this process; hold it from signing to response."""
     with _registry_lock:
         return _key_locks.setdefault(_key_id(api_key), threading.Lock())
+
+
+class KeySendLock:
+    """``api_key``'s lock from signing to response, reusable for every attempt of a call: this
+    process's ``key_lock`` and, with a state directory, an exclusive ``flock`` that every process
+    of this machine using the key takes too — so the key's nonces reach Kraken in the order they
+    were issued, whichever process sends them. (Its own file, ``<hash>.send.lock``: the nonce and
+    rate-limit state lock is taken inside it, never the other way round.)"""
+
+    def __init__(self, api_key: str, nonce_dir: Path | None) -> None:
+        self._thread_lock = key_lock(api_key)
+        self._file = (nonce_state_file(nonce_dir, api_key).with_suffix(".send.lock")
+                      if nonce_dir is not None else None)
+        self._held: list[AbstractContextManager[None]] = []
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        if self._file is not None:
+            try:
+                held = key_state_lock(self._file)
+                held.__enter__()
+            except BaseException:
+                self._thread_lock.release()
+                raise
+            self._held.append(held)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._held:
+                self._held.pop().__exit__(None, None, None)
+        finally:
+            self._thread_lock.release()
 
 
 # --- signing ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import httpx
 from krakked.config import Settings, load_settings
 from krakked.credentials import KeyPair
 from krakked.errors import NoCredentialsError, RateLimitError
-from krakked.kraken.auth import NonceSource, key_lock, nonce_source_for
+from krakked.kraken.auth import KeySendLock, NonceSource, nonce_source_for
 from krakked.kraken.http import CallStats, HttpCore, RetryPolicy
 from krakked.kraken.limit_state import LimiterState
 
@@ -181,7 +181,11 @@ class KrakenClient(ABC):
         on_rate_limit: Callable[[RateLimitError], None] | None = None,
     ) -> Any:
         """Send a request that ``build`` signs afresh on every attempt, holding the key's one
-        lock from signing to response so that its nonces reach Kraken in order."""
-        return self._http.call(endpoint, build, interpret, lock=key_lock(credentials.api_key),
+        lock (in this process and, when its state persists, across the machine's processes)
+        from signing to response so that its nonces reach Kraken in order."""
+        state_dir = self._state_dir
+        lock = KeySendLock(credentials.api_key,
+                             state_dir.expanduser().absolute() if state_dir is not None else None)
+        return self._http.call(endpoint, build, interpret, lock=lock,
                                before_send=before_send, after_send=after_send,
                                on_rate_limit=on_rate_limit)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-import os
 import sys
 from typing import Annotated, Any, NoReturn
 
@@ -24,6 +23,7 @@ from krakked.credentials import (
     SetupResult,
     describe_sources,
     load_key_pair,
+    master_password,
     setup_credentials,
 )
 from krakked.errors import CredentialsError, KrakkedError, NoCredentialsError, UsageError
@@ -92,14 +92,9 @@ class _PasswordPrompt:
 
     def __call__(self) -> str:
         if self.value is None:
-            if os.environ.get("KRAKKED_MASTER_PASSWORD"):
-                self.value = os.environ["KRAKKED_MASTER_PASSWORD"]
-            elif self.interactive:
-                self.value = getpass.getpass("Master password for the secrets file: ")
-            else:
-                raise CredentialsError(
-                    "the secrets file is locked: set KRAKKED_MASTER_PASSWORD or run interactively"
-                )
+            self.value = master_password(
+                prompt=lambda: getpass.getpass("Master password for the secrets file: "),
+                interactive=self.interactive)
         return self.value
 
 
@@ -305,14 +300,15 @@ def _setup_exit_code(result: SetupResult) -> int:
 
 
 def _setup_password(settings: Settings) -> str:
-    if os.environ.get("KRAKKED_MASTER_PASSWORD"):
-        return os.environ["KRAKKED_MASTER_PASSWORD"]
-    if settings.paths.secrets_file.exists():
-        return typer.prompt("Master password of the existing secrets file", hide_input=True)
-    return typer.prompt(
-        "Choose a master password for the secrets file", hide_input=True,
-        confirmation_prompt=True,
-    )
+    def prompt() -> str:
+        if settings.paths.secrets_file.exists():
+            return typer.prompt("Master password of the existing secrets file", hide_input=True)
+        return typer.prompt(
+            "Choose a master password for the secrets file", hide_input=True,
+            confirmation_prompt=True,
+        )
+
+    return master_password(prompt=prompt, interactive=True)  # setup reads its answers from stdin
 
 
 def _report_setup(result: SetupResult) -> None:

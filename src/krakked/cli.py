@@ -776,7 +776,8 @@ def account_sync(
     """
     from rich.markup import escape
 
-    from krakked.account.pipeline import rate_limit_waits, run_syncs
+    from krakked.account.progress import rate_limit_waits
+    from krakked.account.runner import run_syncs
 
     _, resources = _split_multi(list(ctx.args), "--resources")
     display, progress = _sync_progress(json_)
@@ -815,7 +816,8 @@ def account_state_cmd(
     alerts that hold now, and the last runs."""
     from rich.markup import escape
 
-    from krakked.account.pipeline import account_state, expand_source_kind
+    from krakked.account.sources import expand_source_kind
+    from krakked.account.state import account_state
 
     settings = _settings()
     states = {kind: account_state(kind, settings, destination)
@@ -840,7 +842,8 @@ def _confirm_reset_all(kinds: tuple[str, ...], destination: str | None,
                        settings: Settings) -> None:
     """Ask before ``account reset --all`` drops everything; refuse (exit 2) when nobody can
     be asked."""
-    from krakked.account.pipeline import PIPELINES, destination_label
+    from krakked.account.destinations import destination_label
+    from krakked.account.sources import PIPELINES
     from krakked.errors import UsageError
 
     what = " and ".join(f"{PIPELINES[k][0]} at {destination_label(k, destination, settings)}"
@@ -870,7 +873,8 @@ def account_reset(
     json_: JsonOpt = False,
 ) -> None:
     """Forget one resource (its table and cursor: the next sync starts over), or --all."""
-    from krakked.account.pipeline import expand_source_kind, reset_all, reset_resource
+    from krakked.account.sources import expand_source_kind
+    from krakked.account.state import reset_all, reset_resource
     from krakked.errors import UsageError
 
     settings = _settings()

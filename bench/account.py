@@ -1,5 +1,5 @@
 """Benchmark: sync 100,000 Futures executions and 100,000 account-log entries from krakked.sim
-into DuckDB through ``krakked.account.pipeline.run_sync``: wall time against the pacing minimum
+into DuckDB through ``krakked.account.runner.run_sync``: wall time against the pacing minimum
 of Kraken's history token pool, and peak RSS.
 
 Setup. One simulated Futures account with N executions (its account log holds 2 rows per
@@ -81,7 +81,7 @@ class _TimedTransport(httpx.BaseTransport):
 def run_case(case: str, executions: int, count: int) -> dict[str, Any]:
     """Build the simulator, sync both resources, return the figures (in this process)."""
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
-    from krakked.account.pipeline import run_sync
+    from krakked.account.runner import run_sync
     from krakked.config import load_settings
     from krakked.credentials import KeyPair
     from krakked.kraken.futures import FuturesClient

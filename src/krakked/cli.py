@@ -9,7 +9,6 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-import os
 import sys
 from typing import Annotated, Any, NoReturn
 
@@ -24,6 +23,7 @@ from krakked.credentials import (
     SetupResult,
     describe_sources,
     load_key_pair,
+    master_password,
     setup_credentials,
 )
 from krakked.errors import CredentialsError, KrakkedError, NoCredentialsError, UsageError
@@ -92,14 +92,9 @@ class _PasswordPrompt:
 
     def __call__(self) -> str:
         if self.value is None:
-            if os.environ.get("KRAKKED_MASTER_PASSWORD"):
-                self.value = os.environ["KRAKKED_MASTER_PASSWORD"]
-            elif self.interactive:
-                self.value = getpass.getpass("Master password for the secrets file: ")
-            else:
-                raise CredentialsError(
-                    "the secrets file is locked: set KRAKKED_MASTER_PASSWORD or run interactively"
-                )
+            self.value = master_password(
+                prompt=lambda: getpass.getpass("Master password for the secrets file: "),
+                interactive=self.interactive)
         return self.value
 
 
@@ -305,14 +300,15 @@ def _setup_exit_code(result: SetupResult) -> int:
 
 
 def _setup_password(settings: Settings) -> str:
-    if os.environ.get("KRAKKED_MASTER_PASSWORD"):
-        return os.environ["KRAKKED_MASTER_PASSWORD"]
-    if settings.paths.secrets_file.exists():
-        return typer.prompt("Master password of the existing secrets file", hide_input=True)
-    return typer.prompt(
-        "Choose a master password for the secrets file", hide_input=True,
-        confirmation_prompt=True,
-    )
+    def prompt() -> str:
+        if settings.paths.secrets_file.exists():
+            return typer.prompt("Master password of the existing secrets file", hide_input=True)
+        return typer.prompt(
+            "Choose a master password for the secrets file", hide_input=True,
+            confirmation_prompt=True,
+        )
+
+    return master_password(prompt=prompt, interactive=True)  # setup reads its answers from stdin
 
 
 def _report_setup(result: SetupResult) -> None:
@@ -776,7 +772,8 @@ def account_sync(
     """
     from rich.markup import escape
 
-    from krakked.account.pipeline import rate_limit_waits, run_syncs
+    from krakked.account.progress import rate_limit_waits
+    from krakked.account.runner import run_syncs
 
     _, resources = _split_multi(list(ctx.args), "--resources")
     display, progress = _sync_progress(json_)
@@ -815,7 +812,8 @@ def account_state_cmd(
     alerts that hold now, and the last runs."""
     from rich.markup import escape
 
-    from krakked.account.pipeline import account_state, expand_source_kind
+    from krakked.account.sources import expand_source_kind
+    from krakked.account.state import account_state
 
     settings = _settings()
     states = {kind: account_state(kind, settings, destination)
@@ -840,7 +838,8 @@ def _confirm_reset_all(kinds: tuple[str, ...], destination: str | None,
                        settings: Settings) -> None:
     """Ask before ``account reset --all`` drops everything; refuse (exit 2) when nobody can
     be asked."""
-    from krakked.account.pipeline import PIPELINES, destination_label
+    from krakked.account.destinations import destination_label
+    from krakked.account.sources import PIPELINES
     from krakked.errors import UsageError
 
     what = " and ".join(f"{PIPELINES[k][0]} at {destination_label(k, destination, settings)}"
@@ -870,7 +869,8 @@ def account_reset(
     json_: JsonOpt = False,
 ) -> None:
     """Forget one resource (its table and cursor: the next sync starts over), or --all."""
-    from krakked.account.pipeline import expand_source_kind, reset_all, reset_resource
+    from krakked.account.sources import expand_source_kind
+    from krakked.account.state import reset_all, reset_resource
     from krakked.errors import UsageError
 
     settings = _settings()

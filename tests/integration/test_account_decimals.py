@@ -19,7 +19,8 @@ import httpx
 import psycopg
 import pytest
 
-from krakked.account.pipeline import default_duckdb_path, make_pipeline, run_sync
+from krakked.account.destinations import default_duckdb_path, make_pipeline
+from krakked.account.runner import run_sync
 from krakked.config import Settings, load_settings
 from krakked.credentials import KeyPair
 from krakked.kraken.futures import FuturesClient

@@ -14,20 +14,12 @@ from typing import Any
 import duckdb
 import pytest
 
-from krakked.account.pipeline import (
-    DUCKDB_FILES,
-    RESOURCES,
-    RUNS_TABLE,
-    THRESHOLDS,
-    account_state,
-    default_duckdb_path,
-    evaluate_alerts,
-    make_pipeline,
-    reset_all,
-    reset_resource,
-    run_sync,
-    run_syncs,
-)
+from krakked.account.alerts import THRESHOLDS, evaluate_alerts
+from krakked.account.destinations import DUCKDB_FILES, default_duckdb_path, make_pipeline
+from krakked.account.runlog import RUNS_TABLE
+from krakked.account.runner import run_sync, run_syncs
+from krakked.account.sources import RESOURCES
+from krakked.account.state import account_state, reset_all, reset_resource
 from krakked.config import Settings, load_settings
 from krakked.credentials import ENV_VAR_PAIRS, KeyPair
 from krakked.errors import NoCredentialsError, RateLimitError, UsageError

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from krakked.account.common import ResourceProgress
-from krakked.account.pipeline import ProgressLog, describe_progress, rate_limit_waits, run_sync
+from krakked.account.progress import (
+    ProgressLog,
+    ResourceProgress,
+    describe_progress,
+    rate_limit_waits,
+)
+from krakked.account.runner import run_sync
 from krakked.config import Settings, load_settings
 from krakked.credentials import KeyPair
 from krakked.kraken.futures import FuturesClient

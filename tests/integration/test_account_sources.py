@@ -20,6 +20,9 @@ import dlt
 import httpx
 import pytest
 import requests
+from dlt.common.configuration import resolve_configuration
+from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.common.configuration.specs.base_configuration import is_secret_hint
 from dlt.common.storages.exceptions import SchemaNotFoundError
 from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.sources.helpers.requests import Client as DltRetryingClient
@@ -34,23 +37,21 @@ from krakked.account import (
     kraken_futures_source,
     kraken_spot_source,
 )
+from krakked.account.auth import KrakenAuth
 from krakked.account.common import (
     SkipCounter,
     coalesce_timestamp,
+    parse_since,
     raw_data,
     resource_errors,
     to_naive_utc,
 )
-from krakked.account.futures import (
-    EXECUTION_TIME_PATHS,
-    FEE_JOIN_SQL,
-    account_log_row,
-    execution_row,
-    position_row,
-)
+from krakked.account.futures import FEE_JOIN_SQL
+from krakked.account.futures_helpers import account_log_row, execution_row, position_row
+from krakked.account.futures_settings import EXECUTION_TIME_PATHS
 from krakked.config import load_settings
 from krakked.credentials import KeyPair
-from krakked.errors import NoCredentialsError, PermissionDeniedError
+from krakked.errors import NoCredentialsError, PermissionDeniedError, UsageError
 from krakked.kraken.futures import FuturesClient
 from krakked.kraken.limits import FuturesLimiter, SpotCounterLimiter
 from krakked.kraken.spot import SpotClient
@@ -235,6 +236,22 @@ def test_since_seeds_only_the_first_run(tmp_path: Path) -> None:
     p.run(kraken_futures_source(client=futures_client(sim, tmp_path), since="2026-01-01")
           .with_resources("executions"))
     assert count(p, "executions") == expected
+
+
+def test_since_is_read_one_way_by_the_sources_and_the_runner_with_one_error() -> None:
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    for value in ("2024-01-01T00:00:00Z", " 2024-01-01 ", datetime(2024, 1, 1), 1704067200,
+                  "1704067200000", Decimal("1704067200")):
+        assert parse_since(value) == at
+    assert parse_since(None) is None and parse_since("  ") is None
+    for bad in ("last tuesday", "2024-13-01", -5, [2024]):
+        with pytest.raises(UsageError, match=r"^--since: .* is not an ISO 8601 time"):
+            parse_since(bad, "--since")
+    for source in (kraken_futures_source, kraken_spot_source):
+        with pytest.raises(UsageError) as info:
+            source(client=object(), since="last tuesday")
+        assert str(info.value) == ("since: 'last tuesday' is not an ISO 8601 time "
+                                   "(e.g. 2024-01-01T00:00:00Z) or a Unix time")
 
 
 def test_full_executions_page_without_token_continues_from_its_last_timestamp(
@@ -756,6 +773,42 @@ def test_spot_history_costs_are_honoured_by_the_call_counter(tmp_path: Path) -> 
 
 
 # --- REST-client auth ----------------------------------------------------------------------------
+
+
+def test_both_auths_take_their_shared_config_fields_from_one_dlt_configspec_base(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = {"api_key", "api_secret", "nonce_format", "nonce_dir", "persist_nonce"}
+    futures_fields = KrakenFuturesAuth.get_resolvable_fields()
+    spot_fields = KrakenSpotAuth.get_resolvable_fields()
+    assert set(futures_fields) == shared == set(KrakenAuth.get_resolvable_fields())
+    assert set(spot_fields) == shared | {"otp"}
+    for fields in (futures_fields, spot_fields):
+        assert is_secret_hint(fields["api_secret"]) and not is_secret_hint(fields["api_key"])
+    assert is_secret_hint(spot_fields["otp"])
+
+    # dlt resolves the inherited fields of each auth from its own config section
+    secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NTY3OA=="
+    for section, key in (("KRAKEN_FUTURES", "FUTKEY1234"), ("KRAKEN_SPOT", "SPOTKEY1234")):
+        monkeypatch.setenv(f"{section}__CREDENTIALS__API_KEY", key)
+        monkeypatch.setenv(f"{section}__CREDENTIALS__API_SECRET", secret)
+        monkeypatch.setenv(f"{section}__CREDENTIALS__PERSIST_NONCE", "false")
+    monkeypatch.setenv("KRAKEN_SPOT__CREDENTIALS__OTP", "123456")
+    futures = resolve_configuration(KrakenFuturesAuth(), sections=("kraken_futures",))
+    spot = resolve_configuration(KrakenSpotAuth(), sections=("kraken_spot",))
+    assert (futures.api_key, futures.persist_nonce, futures.nonce_format) == (
+        "FUTKEY1234", False, "ms_counter")
+    assert (spot.api_key, spot.persist_nonce, spot.otp) == ("SPOTKEY1234", False, "123456")
+    assert str(futures.api_secret) == str(spot.api_secret) == secret
+    assert repr(futures) == "KrakenFuturesAuth(api_key='FUTK…', api_secret=REDACTED)"
+    assert repr(spot) == "KrakenSpotAuth(api_key='SPOT…', api_secret=REDACTED)"
+    # the base's key and secret stay required in each subclass
+    monkeypatch.delenv("KRAKEN_FUTURES__CREDENTIALS__API_KEY")
+    with pytest.raises(ConfigFieldMissingException) as missing:
+        resolve_configuration(KrakenFuturesAuth(), sections=("kraken_futures",))
+    assert missing.value.fields == ["api_key"]
+    # the shared constructor builds the subclass it is called on
+    pair = KeyPair.create("spot", "SPOTKEY1234", secret, "test")
+    assert type(KrakenSpotAuth.from_key_pair(pair, persist_nonce=False)) is KrakenSpotAuth
 
 
 def test_auth_classes_never_show_the_secret() -> None:

@@ -225,7 +225,8 @@ def test_without_nonce_persistence_nothing_is_written(tmp_path: Path, clock: Sim
 def test_a_second_account_sync_right_after_another_waits_and_reports_its_waits(
     clock: SimClock, settings
 ) -> None:
-    from krakked.account.pipeline import rate_limit_waits, run_sync
+    from krakked.account.progress import rate_limit_waits
+    from krakked.account.runner import run_sync
 
     sim = Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic, public_rate=0))
     reports = []

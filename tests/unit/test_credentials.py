@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import logging
 import os
 import stat
@@ -27,6 +28,7 @@ from krakked.credentials import (
     describe_sources,
     load_credentials,
     load_key_pair,
+    master_password,
     read_secrets,
     remove_credentials,
     save_secrets,
@@ -438,6 +440,65 @@ def test_secrets_file_without_the_product_means_no_credentials(
 
 def test_missing_file_needs_no_password(cwd: Path, paths: Paths, texts: list[str]) -> None:
     assert load_credentials(env={}, cwd=cwd, paths=paths) == Credentials()
+
+
+# --- the master password: one rule for the library and the CLI -----------------------------
+
+
+def test_master_password_comes_from_the_environment_then_a_prompt_then_a_clear_error(
+    texts: list[str]
+) -> None:
+    asked: list[int] = []
+
+    def prompt() -> str:
+        asked.append(1)
+        return OTHER_PASSWORD
+
+    env = {"KRAKKED_MASTER_PASSWORD": PASSWORD}
+    assert master_password(env=env, prompt=prompt, interactive=True) == PASSWORD
+    assert asked == []  # the environment wins over asking
+    assert master_password(env={}, prompt=prompt, interactive=True) == OTHER_PASSWORD
+    assert asked == [1]
+    with pytest.raises(CredentialsError) as info:
+        master_password(env={}, prompt=prompt, interactive=False)
+    assert not isinstance(info.value, NoCredentialsError | SecretsDecryptionError)
+    assert show(texts, info.value) == (
+        "the secrets file is locked: set KRAKKED_MASTER_PASSWORD or run interactively")
+    assert asked == [1]  # never asked off a terminal
+    with pytest.raises(CredentialsError, match="must not be empty"):
+        master_password(env={}, prompt=lambda: "", interactive=True)
+
+
+def test_master_password_reads_a_dotenv_file_when_the_environment_lacks_it(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch, texts: list[str]
+) -> None:
+    monkeypatch.delenv("KRAKKED_MASTER_PASSWORD", raising=False)
+    (cwd / ".env").write_text(f"KRAKKED_MASTER_PASSWORD='{PASSWORD}'\n")
+    assert master_password(cwd=cwd) == PASSWORD
+    monkeypatch.setenv("KRAKKED_MASTER_PASSWORD", OTHER_PASSWORD)
+    assert master_password(cwd=cwd) == OTHER_PASSWORD  # the real environment wins
+
+
+def test_the_cli_takes_the_master_password_from_dotenv_off_a_terminal(
+    cwd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from krakked.cli import app
+
+    home = tmp_path / "home"
+    for var in ("KRAKKED_MASTER_PASSWORD", *(v for pair in ENV_VAR_PAIRS.values()
+                                             for names in pair for v in names)):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KRAKKED_HOME", str(home))
+    write_file(Paths(config_dir=home / "config", data_dir=home / "data"))
+    (cwd / ".env").write_text(f"KRAKKED_MASTER_PASSWORD='{PASSWORD}'\n")
+    result = CliRunner().invoke(app, ["creds", "show", "--json"])  # stdin is not a terminal
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["spot"]["source"] == "secrets.enc" and shown["spot"]["problem"] is None
+    assert shown["futures"]["key"] == FILE_FUT_KEY[:4] + "…"
+    assert PASSWORD not in result.output and FILE_SPOT_SECRET not in result.output
 
 
 # --- validation of key and secret formats ------------------------------------------------------

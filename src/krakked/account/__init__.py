@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from krakked.account.futures import KrakenFuturesAuth, kraken_futures_source
-from krakked.account.spot import KrakenSpotAuth, kraken_spot_source
+from krakked.account.auth import KrakenFuturesAuth, KrakenSpotAuth
+from krakked.account.futures import kraken_futures_source
+from krakked.account.spot import kraken_spot_source
 
 __all__ = ["KrakenFuturesAuth", "KrakenSpotAuth", "kraken_futures_source", "kraken_spot_source"]

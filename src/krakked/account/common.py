@@ -1,7 +1,8 @@
-"""Pieces shared by the account sources: timestamp coalescing, the ``raw_data`` column, value
-normalisation for the warehouse, skip counting, progress, the permission guard and client
-construction; and, for every dlt pipeline krakked runs (account history and ``krakked export``),
-the translation of dlt's failures into krakked's errors and the telemetry default.
+"""What the account sources and the runner share: reading Kraken's times (``kraken_time``, over
+``krakked.times.parse_utc``), the ``raw_data`` column, exact decimals for the warehouse, skip
+counting, the permission guard and the key pair and client of a product; and, for every dlt
+pipeline krakked runs (account history and ``krakked export``), the translation of dlt's
+failures into krakked's errors and the telemetry default.
 
 Only those last two reach into dlt; everything else works on plain dicts, testable on its own.
 """
@@ -14,19 +15,20 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from krakked.config import Settings, load_settings, resolve_paths
+from krakked.account.progress import ProgressCallback, report_progress
+from krakked.config import Paths, Settings, load_settings, resolve_paths
 from krakked.credentials import KeyPair, load_key_pair
 from krakked.errors import (
     ConfigError,
     KrakenError,
     KrakkedError,
+    NoCredentialsError,
     PermissionDeniedError,
     StoreError,
     StoreLockedError,
@@ -34,13 +36,14 @@ from krakked.errors import (
 )
 from krakked.kraken.futures import FuturesClient
 from krakked.kraken.spot import SpotClient
+from krakked.times import parse_utc
 
 __all__ = [
+    "CLIENTS",
     "DECIMAL_COLUMN",
     "PermissionGuard",
-    "ProgressCallback",
-    "ResourceProgress",
     "SkipCounter",
+    "account_key_pair",
     "coalesce_timestamp",
     "column_decimal",
     "decimal_columns",
@@ -52,14 +55,18 @@ __all__ = [
     "futures_client",
     "get_path",
     "iso",
+    "kraken_time",
+    "krakked_cause",
+    "make_client",
     "nonce_directory",
+    "now_of",
     "numbers_to_decimal",
     "parse_since",
-    "parse_timestamp",
     "permission_guard",
     "raw_data",
-    "report_progress",
+    "readable_time",
     "resource_errors",
+    "short_error",
     "snake_case",
     "spot_client",
     "to_decimal",
@@ -97,7 +104,23 @@ def get_path(record: Any, path: str) -> Any:
     return value
 
 
-def _from_number(value: Decimal) -> datetime | None:
+def _unix_number(value: Any) -> Decimal | None:
+    """``value`` as a Decimal when it is a Unix time given as a number (int, float, Decimal;
+    not bool) or as numeric text; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | Decimal):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))  # the float as written, not its binary expansion
+    if isinstance(value, str) and _NUMERIC.match(value.strip()):
+        return Decimal(value.strip())
+    return None
+
+
+def _from_unix(value: Decimal) -> datetime | None:
+    """Unix seconds, milliseconds, microseconds or nanoseconds (told apart by magnitude) as an
+    exact aware UTC datetime; None for zero, negative, non-finite or out-of-range values."""
     if not value.is_finite() or value <= 0 or value >= _TOO_LARGE:
         return None
     divisor = _NANOS
@@ -112,44 +135,27 @@ def _from_number(value: Decimal) -> datetime | None:
         return None
 
 
-def parse_timestamp(value: Any) -> datetime | None:
-    """``value`` as an aware UTC datetime, or None if it is not a usable time; never raises.
-
-    Accepts datetimes (naive = UTC), ``date``, Unix numbers (int, float, Decimal or numeric
-    strings) in seconds, milliseconds, microseconds or nanoseconds (told apart by magnitude)
-    and ISO 8601 strings (``Z`` or an offset; none = UTC). Zero, negative, non-finite and
-    out-of-range values are not usable.
-    """
+def readable_time(value: Any) -> datetime | None:
+    """``value`` read by ``krakked.times.parse_utc`` (a datetime, ISO 8601 text, Unix seconds),
+    or None where it is missing or not a time: for the times krakked keeps itself (a cursor's
+    ``last_timestamp``, a run record's stamps), where an unreadable value means "not known" and
+    must not stop a sync."""
     try:
-        if value is None or isinstance(value, bool):
-            return None
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                return value.replace(tzinfo=UTC)
-            return value.astimezone(UTC)
-        if isinstance(value, date):
-            return datetime(value.year, value.month, value.day, tzinfo=UTC)
-        if isinstance(value, int):
-            return _from_number(Decimal(value))
-        if isinstance(value, float):
-            return _from_number(Decimal(repr(value))) if math.isfinite(value) else None
-        if isinstance(value, Decimal):
-            return _from_number(value)
-        if isinstance(value, str):
-            text = value.strip()
-            if not text:
-                return None
-            if _NUMERIC.match(text):
-                return _from_number(Decimal(text))
-            if text.endswith(("Z", "z")):
-                text = text[:-1] + "+00:00"
-            parsed = datetime.fromisoformat(text)
-            if parsed.tzinfo is None:
-                return parsed.replace(tzinfo=UTC)
-            return parsed.astimezone(UTC)
-    except (ValueError, TypeError, OverflowError, ArithmeticError, InvalidOperation, OSError):
+        return parse_utc(value, "time")
+    except (UsageError, ValueError, OverflowError, OSError):
         return None
-    return None
+
+
+def kraken_time(value: Any) -> datetime | None:
+    """A time field of a Kraken record as aware UTC, or None if it is not a usable time; never
+    raises. Kraken's Unix numbers (int, float, Decimal or numeric text: Futures sends
+    milliseconds, some payload shapes seconds, Spot decimal seconds) are converted exactly,
+    seconds to nanoseconds told apart by magnitude; zero, negative, non-finite and out-of-range
+    ones are not usable. Anything else is read by ``readable_time`` (ISO 8601, datetimes)."""
+    number = _unix_number(value)
+    if number is not None:
+        return _from_unix(number)
+    return readable_time(value) if isinstance(value, str | datetime) else None
 
 
 def coalesce_timestamp(record: Any, paths: Sequence[str]) -> datetime | None:
@@ -160,7 +166,7 @@ def coalesce_timestamp(record: Any, paths: Sequence[str]) -> datetime | None:
     if isinstance(paths, str):
         paths = (paths,)
     for path in paths:
-        found = parse_timestamp(get_path(record, path))
+        found = kraken_time(get_path(record, path))
         if found is not None:
             return found
     return None
@@ -187,17 +193,28 @@ def iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def parse_since(since: datetime | str | None) -> datetime | None:
-    """The ``since`` argument of a source as aware UTC; ``ConfigError`` if it is not a time."""
+def parse_since(since: datetime | str | int | float | None, name: str = "since"
+                ) -> datetime | None:
+    """A ``since`` argument (``name`` is what the user called it: ``--since``, ``since``) as
+    aware UTC; None or blank is None. ISO 8601 text and datetimes are read by
+    ``krakked.times.parse_utc`` (no offset = UTC); a Unix time (a number, or numeric text as
+    dlt's config gives it; seconds to nanoseconds, told apart by magnitude) is converted
+    exactly. Anything else is a ``UsageError`` naming ``name``."""
     if since is None or (isinstance(since, str) and not since.strip()):
         return None
-    parsed = parse_timestamp(since)
-    if parsed is None:
-        raise ConfigError(
-            f"since: cannot read {since!r} as a time; use ISO 8601 (2024-01-01T00:00:00Z) "
-            "or Unix seconds"
-        )
-    return parsed
+    number = _unix_number(since)
+    found = _from_unix(number) if number is not None else readable_time(since)
+    if found is None:
+        raise UsageError(f"{name}: {since!r} is not an ISO 8601 time "
+                         "(e.g. 2024-01-01T00:00:00Z) or a Unix time")
+    return found
+
+
+def now_of(now: Callable[[], datetime] | datetime | None) -> datetime:
+    """The time a clock argument says (a datetime, or a callable returning one); the current
+    time for None or an unreadable value."""
+    value = now() if callable(now) else now
+    return readable_time(value) or datetime.now(UTC)
 
 
 # --- values -----------------------------------------------------------------------------------
@@ -317,44 +334,6 @@ def decimal_columns(names: Iterable[str]) -> dict[str, dict[str, Any]]:
     return {name: dict(DECIMAL_COLUMN) for name in names}
 
 
-# --- progress ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ResourceProgress:
-    """Where one resource's run stands after a page: ``pages`` fetched and ``rows`` kept so far,
-    its ``cursor`` (the newest time loaded, ISO), ``done`` once it finished (``error`` says why
-    when it stopped early: permission denied, a Kraken error it kept going past). The runner
-    fills in ``pipeline`` and ``rate_limit_waits`` (calls of this resource that waited on a
-    rate limit)."""
-
-    resource: str
-    pages: int
-    rows: int
-    cursor: str | None = None
-    done: bool = False
-    error: str | None = None
-    rate_limit_waits: int = 0
-    pipeline: str | None = None
-
-
-ProgressCallback = Callable[[ResourceProgress], None]
-"""Called by the sources after every page and once when a resource ends."""
-
-
-def report_progress(callback: ProgressCallback | None, resource: str, pages: int, rows: int,
-                    cursor: str | None = None, *, done: bool = False,
-                    error: str | None = None) -> None:
-    """Tell ``callback`` (if any) where ``resource`` stands; a failing display is logged at
-    DEBUG and never stops a sync."""
-    if callback is None:
-        return
-    try:
-        callback(ResourceProgress(resource, pages, rows, cursor, done, error))
-    except Exception as exc:  # a progress display must not break the data
-        log.debug("progress display failed: %s", exc)
-
-
 # --- skips, permissions, errors ---------------------------------------------------------------
 
 
@@ -442,29 +421,53 @@ def resource_errors(state: Mapping[str, Any]) -> dict[str, str]:
 
 # --- clients ----------------------------------------------------------------------------------
 
+CLIENTS: dict[str, type[FuturesClient] | type[SpotClient]] = {
+    "futures": FuturesClient,
+    "spot": SpotClient,
+}
+"""Product -> the krakked client that reads its account history."""
+
+
+def account_key_pair(product: str, credentials: KeyPair | None = None,
+                     paths: Paths | None = None, *, public_only: bool = False
+                     ) -> KeyPair | None:
+    """``credentials`` if given, else ``product``'s key pair found by
+    ``krakked.credentials.load_key_pair`` (in ``paths``); ``NoCredentialsError`` lists every way
+    to set one, unless ``public_only`` (every resource wanted needs no key): then None."""
+    if credentials is not None:
+        return credentials
+    try:
+        return load_key_pair(product, paths=paths)
+    except NoCredentialsError:
+        if public_only:
+            return None
+        raise
+
+
+def make_client(product: str, credentials: KeyPair | None, settings: Settings
+                ) -> FuturesClient | SpotClient:
+    """A new ``FuturesClient`` / ``SpotClient`` with ``credentials`` (None: public calls only)."""
+    return CLIENTS[product](credentials, settings=settings)
+
 
 def futures_client(credentials: KeyPair | None = None, settings: Settings | None = None,
                    client: FuturesClient | None = None) -> FuturesClient:
     """``client`` if given, else a ``FuturesClient`` with ``credentials`` or the Futures key pair
-    found by ``krakked.credentials.load_key_pair`` (``NoCredentialsError`` lists every way to
-    set one)."""
+    (``account_key_pair``)."""
     if client is not None:
         return client
     settings = settings or load_settings()
-    pair = credentials if credentials is not None else load_key_pair("futures")
-    return FuturesClient(pair, settings=settings)
+    return FuturesClient(account_key_pair("futures", credentials), settings=settings)
 
 
 def spot_client(credentials: KeyPair | None = None, settings: Settings | None = None,
                 client: SpotClient | None = None) -> SpotClient:
-    """``client`` if given, else a ``SpotClient`` with ``credentials`` or the Spot key pair found
-    by ``krakked.credentials.load_key_pair`` (``NoCredentialsError`` lists every way to set
-    one)."""
+    """``client`` if given, else a ``SpotClient`` with ``credentials`` or the Spot key pair
+    (``account_key_pair``)."""
     if client is not None:
         return client
     settings = settings or load_settings()
-    pair = credentials if credentials is not None else load_key_pair("spot")
-    return SpotClient(pair, settings=settings)
+    return SpotClient(account_key_pair("spot", credentials), settings=settings)
 
 
 def nonce_directory(nonce_dir: str | None, persist: bool = True) -> Path | None:
@@ -526,6 +529,23 @@ def exception_chain(exc: BaseException) -> list[BaseException]:
             stack.append(current.exception)
         stack.extend([current.__cause__, current.__context__])
     return seen
+
+
+def krakked_cause(exc: BaseException) -> KrakkedError | None:
+    """The first krakked error in ``exc``'s chain (``exception_chain``), or None."""
+    return next((e for e in exception_chain(exc) if isinstance(e, KrakkedError)), None)
+
+
+def short_error(exc: BaseException) -> str:
+    """``exc`` as ``"<Type>: <first line>"``, naming the krakked error inside it when there is
+    one, else what dlt wrapped (``PipelineStepFailed.exception``)."""
+    from dlt.pipeline.exceptions import PipelineStepFailed
+
+    cause = krakked_cause(exc)
+    target = cause if cause is not None else (
+        exc.exception if isinstance(exc, PipelineStepFailed) else exc)
+    text = str(target).strip().splitlines()
+    return f"{type(target).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,8 +3,10 @@ orders, deposits and withdrawals (incremental, merged on Kraken's ids).
 
 Every call goes through ``krakked.kraken.spot.SpotClient``, which signs each attempt afresh,
 maps Kraken's HTTP-200 errors (rate limits included) and charges each call's cost — 4 for the
-history endpoints by default — to the key's call counter before sending. ``KrakenSpotAuth`` signs
-requests for users of dlt's own ``RESTClient`` / ``rest_api``.
+history endpoints by default — to the key's call counter before sending. ``KrakenSpotAuth``
+(``krakked.account.auth``) signs requests for users of dlt's own ``RESTClient`` / ``rest_api``.
+This module is the dlt wiring; the tables live in ``spot_settings``, rows, endpoints and paging
+in ``spot_helpers`` (dlt verified-source style).
 
 Paging (Ledgers, TradesHistory, ClosedOrders): 50 entries a call, newest first, ``ofs`` 0, 50,
 100… over the window ``start < time`` until ``count`` entries are seen. Entries arriving while
@@ -21,304 +23,50 @@ as an ERROR; ``krakked.account.common.resource_errors`` lists them). With ``stri
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import dlt
 from dlt.common.configuration.specs.base_configuration import BaseConfiguration, configspec
-from dlt.common.typing import TSecretStrValue
-from dlt.sources.helpers.rest_client.auth import AuthConfigBase
-from requests import PreparedRequest
 
 from krakked.account.common import (
-    ProgressCallback,
-    SkipCounter,
     column_decimal,
     decimal_columns,
-    iso,
-    nonce_directory,
     parse_since,
-    parse_timestamp,
     permission_guard,
     raw_data,
-    report_progress,
-    to_decimal,
+    spot_client,
     to_naive_utc,
 )
-from krakked.account.common import spot_client as _spot_client
+from krakked.account.progress import ProgressCallback, report_progress
+from krakked.account.spot_helpers import (
+    DEPOSITS,
+    LEDGERS,
+    ORDERS,
+    TRADES,
+    WITHDRAWALS,
+    Row,
+    cursor_paged,
+    incremental,
+    ofs_paged,
+)
+from krakked.account.spot_settings import (
+    BALANCE_DECIMALS,
+    FUNDING_DECIMALS,
+    LEDGER_DECIMALS,
+    ORDER_DECIMALS,
+    TRADE_DECIMALS,
+)
 from krakked.config import Settings
 from krakked.credentials import KeyPair
 from krakked.errors import ConfigError, KrakenError, PermissionDeniedError
-from krakked.kraken.auth import encode_form, nonce_source_for, spot_signature
 from krakked.kraken.spot import SpotClient
-from krakked.logs import mask_key, register_secret
 
-__all__ = ["PAGE_SIZE", "KrakenSpotAuth", "kraken_spot_source"]
+__all__ = ["KrakenSpotSourceConfiguration", "kraken_spot_source"]
 
 log = logging.getLogger("krakked.account.spot")
-
-PAGE_SIZE = 50
-"""Entries per Ledgers / TradesHistory / ClosedOrders call (fixed by Kraken)."""
-
-TRADE_DECIMALS = ("price", "cost", "fee", "vol", "margin", "cprice", "ccost", "cfee", "cvol",
-                  "cmargin", "net", "time")
-LEDGER_DECIMALS = ("amount", "fee", "balance", "time")
-ORDER_DECIMALS = ("vol", "vol_exec", "cost", "fee", "price", "stopprice", "limitprice",
-                  "opentm", "closetm", "starttm", "expiretm", "descr_price", "descr_price2")
-FUNDING_DECIMALS = ("amount", "fee", "time")
-BALANCE_DECIMALS = ("balance", "hold_trade", "credit", "credit_used", "available")
-
-Row = dict[str, Any]
-State = MutableMapping[str, Any]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-# --- rows ---------------------------------------------------------------------------------------
-
-
-def _decimals(row: Row, names: tuple[str, ...]) -> Row:
-    for name in names:
-        if name in row:
-            row[name] = column_decimal(row[name])
-    return row
-
-
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        return None
-
-
-def ledger_row(ident: str, entry: Mapping[str, Any]) -> Row:
-    """A Ledgers entry keyed ``ledger_id`` (amounts exact decimals)."""
-    return _decimals({"ledger_id": ident, **entry}, LEDGER_DECIMALS)
-
-
-def trade_row(ident: str, entry: Mapping[str, Any]) -> Row:
-    """A TradesHistory entry keyed ``txid`` (amounts exact decimals)."""
-    row = _decimals({"txid": ident, **entry}, TRADE_DECIMALS)
-    if "trade_id" in row:
-        row["trade_id"] = _int_or_none(row["trade_id"])
-    return row
-
-
-def order_row(ident: str, entry: Mapping[str, Any]) -> Row:
-    """A ClosedOrders entry keyed ``txid``; ``descr`` promoted to ``descr_*`` columns."""
-    row: Row = {"txid": ident, **entry}
-    descr = row.get("descr")
-    if isinstance(descr, Mapping):
-        for key, value in descr.items():
-            row[f"descr_{key}"] = value
-        del row["descr"]
-    if "userref" in row:
-        row["userref"] = _int_or_none(row["userref"])
-    opened = parse_timestamp(row.get("opentm"))
-    row["opened_at"] = to_naive_utc(opened) if opened else None
-    return _decimals(row, ORDER_DECIMALS)
-
-
-def funding_row(ident: str, entry: Mapping[str, Any]) -> Row:
-    """A DepositStatus / WithdrawStatus entry keyed ``refid``."""
-    return _decimals({**entry, "refid": ident}, FUNDING_DECIMALS)
-
-
-class _Kind:
-    """One incremental Spot endpoint: how to call it, where its entries are, their time."""
-
-    def __init__(self, resource: str, key: str, result_key: str, time_field: str,
-                 build: Callable[[str, Mapping[str, Any]], Row],
-                 decimals: tuple[str, ...], params: Mapping[str, Any] | None = None) -> None:
-        self.resource = resource
-        self.key = key
-        self.result_key = result_key
-        self.time_field = time_field
-        self.build = build
-        self.decimals = decimals
-        self.params = dict(params or {})
-
-
-LEDGERS = _Kind("ledgers", "ledger_id", "ledger", "time", ledger_row, LEDGER_DECIMALS)
-TRADES = _Kind("trades_history", "txid", "trades", "time", trade_row, TRADE_DECIMALS)
-ORDERS = _Kind("closed_orders", "txid", "closed", "closetm", order_row, ORDER_DECIMALS,
-               {"closetime": "close"})
-DEPOSITS = _Kind("deposits", "refid", "deposit", "time", funding_row, FUNDING_DECIMALS)
-WITHDRAWALS = _Kind("withdrawals", "refid", "withdraw", "time", funding_row, FUNDING_DECIMALS)
-
-
-# --- paging -------------------------------------------------------------------------------------
-
-
-class _Run:
-    """One resource run: ids seen, the newest and oldest times, skips, and the state; it reports
-    each page to ``progress``."""
-
-    def __init__(self, kind: _Kind, state: State, progress: ProgressCallback | None = None
-                 ) -> None:
-        self.kind = kind
-        self.state = state
-        self.progress = progress
-        self.seen: set[str] = set()
-        self.skips = SkipCounter(kind.resource)
-        previous = parse_timestamp(state.get("last_timestamp"))
-        self.newest: datetime | None = to_naive_utc(previous) if previous else None
-        self.oldest_time: Decimal | None = None  # Kraken's own time value, for ``end``
-        self.rows = 0
-        self.pages = 0
-
-    def take(self, entries: list[tuple[str, Any]]) -> list[Row]:
-        out: list[Row] = []
-        for ident, entry in entries:
-            if not isinstance(entry, Mapping) or not ident:
-                self.skips.skip(entry, "not an entry")
-                continue
-            if ident in self.seen:
-                continue
-            self.seen.add(ident)
-            kraken_time = to_decimal(entry.get(self.kind.time_field))
-            when = parse_timestamp(entry.get(self.kind.time_field))
-            if when is None or kraken_time is None:
-                self.skips.skip({self.kind.key: ident})
-                continue
-            if self.oldest_time is None or kraken_time < self.oldest_time:
-                self.oldest_time = kraken_time
-            row = self.kind.build(ident, entry)
-            row["timestamp"] = to_naive_utc(when)
-            row["raw_data"] = raw_data({ident: entry})
-            if self.newest is None or row["timestamp"] > self.newest:
-                self.newest = row["timestamp"]
-            out.append(row)
-        self.rows += len(out)
-        self.report()
-        return out
-
-    def report(self, done: bool = False, error: str | None = None) -> None:
-        """Tell ``progress`` where this run stands (pages, rows, cursor)."""
-        cursor = iso(self.newest) if self.newest is not None else None
-        report_progress(self.progress, self.kind.resource, self.pages, self.rows, cursor,
-                        done=done, error=error)
-
-    def finish(self) -> None:
-        self.skips.report()
-        if self.newest is not None:
-            self.state["last_timestamp"] = iso(self.newest)
-        self.state["last_error"] = None
-        self.report(done=True)
-        log.info("%s: %d new row(s) in %d page(s); last_timestamp %s", self.kind.resource,
-                 self.rows, self.pages, self.state.get("last_timestamp"))
-
-
-def _start(state: State, seed: datetime | None, overlap: float) -> str | None:
-    """``start`` (exclusive, Unix seconds) for this run: the newest time loaded minus
-    ``overlap``, else ``since`` (first run), else None (all history)."""
-    last = parse_timestamp(state.get("last_timestamp"))
-    if last is not None:
-        last -= timedelta(seconds=overlap)
-    else:
-        last = seed
-    if last is None:
-        return None
-    return f"{last.timestamp():.6f}"
-
-
-def _ofs_paged(run: _Run, fetch: Callable[..., Any], start: str | None) -> Iterator[list[Row]]:
-    """Newest-first pages of ``start < time``, by ``ofs``, robust to entries arriving or going
-    while paging (see the module docstring)."""
-    end: str | None = None
-    ofs = 0
-    expected: int | None = None
-    kind = run.kind
-    while True:
-        oldest_before = run.oldest_time
-        result = fetch(**kind.params, start=start, end=end, ofs=ofs)
-        run.pages += 1
-        entries = result.get(kind.result_key) or {}
-        if not isinstance(entries, Mapping):
-            entries = {}
-        count = result.get("count")
-        rows = run.take(list(entries.items()))
-        if rows:
-            yield rows
-        if not isinstance(count, int) or isinstance(count, bool):
-            # No count (``without_count``): anchor every page on the oldest time seen.
-            if not rows or run.oldest_time is None:
-                return
-            end, ofs = format(run.oldest_time, "f"), 0
-            continue
-        if expected is not None and count != expected:
-            anchor = oldest_before if oldest_before is not None else run.oldest_time
-            log.info("%s: %d entries became %d while paging; continuing back from %s with end",
-                     kind.resource, expected, count, anchor)
-            end, ofs, expected = (format(anchor, "f") if anchor is not None else None), 0, None
-            continue
-        expected = count
-        ofs += len(entries)
-        if not entries or ofs >= count:
-            return
-
-
-def _cursor_paged(run: _Run, fetch: Callable[..., Any], start: str | None) -> Iterator[list[Row]]:
-    """DepositStatus / WithdrawStatus pages: Kraken's ``cursor`` until ``next_cursor`` is null
-    (a plain list answer is one page)."""
-    cursor: Any = True
-    seen_cursors: set[str] = set()
-    while True:
-        result = fetch(start=start, cursor=cursor)
-        run.pages += 1
-        if isinstance(result, Mapping):
-            entries = result.get(run.kind.result_key)
-            if not isinstance(entries, list):
-                entries = next((v for v in result.values() if isinstance(v, list)), [])
-            next_cursor = result.get("next_cursor")
-        else:
-            entries, next_cursor = (result if isinstance(result, list) else []), None
-        pairs = [(str(e.get("refid") or ""), e) if isinstance(e, Mapping) else ("", e)
-                 for e in entries]
-        rows = run.take(pairs)
-        if rows:
-            yield rows
-        if not next_cursor or not isinstance(next_cursor, str) or next_cursor in seen_cursors:
-            return
-        seen_cursors.add(next_cursor)
-        cursor = next_cursor
-
-
-def _incremental(kind: _Kind, fetch: Callable[..., Any], pager: Callable[..., Iterator[Any]],
-                 seed: datetime | None, overlap: float, strict: bool,
-                 progress: ProgressCallback | None = None) -> Iterator[list[Row]]:
-    state = dlt.current.resource_state()
-    run = _Run(kind, state, progress)
-    with permission_guard(kind.resource, strict, state, progress):
-        try:
-            yield from pager(run, fetch, _start(state, seed, overlap))
-        except PermissionDeniedError:
-            raise
-        except KrakenError as exc:
-            if strict:
-                raise
-            log.error("%s: %s; keeping the %d row(s) fetched, the next run starts again from "
-                      "last_timestamp %s", kind.resource, exc, run.rows,
-                      state.get("last_timestamp"))
-            state["last_error"] = {"message": str(exc), "at": iso(_utcnow()),
-                                   "rows_kept": run.rows}
-            run.report(done=True, error=str(exc))
-            return
-        run.finish()
-
-
-# --- the source ---------------------------------------------------------------------------------
 
 
 @configspec
@@ -357,7 +105,7 @@ def kraken_spot_source(
     """
     if overlap_seconds < 0:
         raise ConfigError("overlap_seconds must be >= 0")
-    api = _spot_client(credentials, settings, client)
+    api = spot_client(credentials, settings, client)
     seed = parse_since(since)
 
     @dlt.resource(name="balances", write_disposition="replace", primary_key="asset",
@@ -374,7 +122,7 @@ def kraken_spot_source(
                 raise
             except KrakenError as exc:
                 log.info("balances: BalanceEx unavailable (%s); plain balances only", exc)
-            now = to_naive_utc(_utcnow())
+            now = to_naive_utc(datetime.now(UTC))
             rows = []
             for asset in sorted(set(plain) | set(extended)):
                 ex = extended.get(asset)
@@ -398,15 +146,15 @@ def kraken_spot_source(
     def ledgers() -> Iterator[list[Row]]:
         """Ledger entries (every balance change). Key ``ledger_id``; ``refid`` links trades,
         deposits and withdrawals. Cursor ``last_timestamp`` (``start``)."""
-        yield from _incremental(LEDGERS, api.get_ledgers, _ofs_paged, seed, overlap_seconds,
-                                strict, progress)
+        yield from incremental(LEDGERS, api.get_ledgers, ofs_paged, seed, overlap_seconds,
+                               strict, progress)
 
     @dlt.resource(name="trades_history", write_disposition="merge", primary_key="txid",
                   max_table_nesting=0, columns=decimal_columns(TRADE_DECIMALS))
     def trades_history() -> Iterator[list[Row]]:
         """Own trades (TradesHistory). Key ``txid``. Cursor ``last_timestamp`` (``start``)."""
-        yield from _incremental(TRADES, api.get_trades_history, _ofs_paged, seed,
-                                overlap_seconds, strict, progress)
+        yield from incremental(TRADES, api.get_trades_history, ofs_paged, seed,
+                               overlap_seconds, strict, progress)
 
     @dlt.resource(name="closed_orders", write_disposition="merge", primary_key="txid",
                   max_table_nesting=0,
@@ -415,86 +163,21 @@ def kraken_spot_source(
     def closed_orders() -> Iterator[list[Row]]:
         """Closed and canceled orders by close time. Key ``txid``; ``timestamp`` = close time.
         Cursor ``last_timestamp`` (``start`` with ``closetime=close``)."""
-        yield from _incremental(ORDERS, api.get_closed_orders, _ofs_paged, seed,
-                                overlap_seconds, strict, progress)
+        yield from incremental(ORDERS, api.get_closed_orders, ofs_paged, seed,
+                               overlap_seconds, strict, progress)
 
     @dlt.resource(name="deposits", write_disposition="merge", primary_key="refid",
                   max_table_nesting=0, columns=decimal_columns(FUNDING_DECIMALS))
     def deposits() -> Iterator[list[Row]]:
         """Deposits (DepositStatus). Key ``refid``. Cursor ``last_timestamp`` (``start``)."""
-        yield from _incremental(DEPOSITS, api.get_deposit_status, _cursor_paged, seed,
-                                overlap_seconds, strict, progress)
+        yield from incremental(DEPOSITS, api.get_deposit_status, cursor_paged, seed,
+                               overlap_seconds, strict, progress)
 
     @dlt.resource(name="withdrawals", write_disposition="merge", primary_key="refid",
                   max_table_nesting=0, columns=decimal_columns(FUNDING_DECIMALS))
     def withdrawals() -> Iterator[list[Row]]:
         """Withdrawals (WithdrawStatus). Key ``refid``. Cursor ``last_timestamp``."""
-        yield from _incremental(WITHDRAWALS, api.get_withdraw_status, _cursor_paged, seed,
-                                overlap_seconds, strict, progress)
+        yield from incremental(WITHDRAWALS, api.get_withdraw_status, cursor_paged, seed,
+                               overlap_seconds, strict, progress)
 
     return balances, ledgers, trades_history, closed_orders, deposits, withdrawals
-
-
-# --- auth for dlt's RESTClient ------------------------------------------------------------------
-
-
-@configspec
-class KrakenSpotAuth(AuthConfigBase):
-    """Signs Kraken Spot private requests for dlt's ``RESTClient`` / ``rest_api``: adds a fresh
-    ``nonce`` to the body (form-encoded, or JSON when the request is JSON) and sets ``API-Key``
-    and ``API-Sign`` over exactly the bytes sent, when the request is prepared. Nonces come from
-    the key's process-wide source (shared with krakked's ``SpotClient``, persisted under
-    ``nonce_dir``, default krakked's data directory).
-
-    Disable dlt's own retry for Kraken: dlt's retrying session re-sends the *same* prepared
-    request, whose nonce Kraken has already seen (``EAPI:Invalid nonce``), and it retries on
-    HTTP status only, while Spot rate limits (``EAPI:Rate limit exceeded``) arrive with HTTP 200.
-    Give ``RESTClient(session=requests.Session())`` and check the body's ``error`` yourself —
-    or use krakked's clients, which re-sign every attempt and wait on Kraken's call counter.
-    ``repr`` and ``str`` never show the secret.
-    """
-
-    api_key: str = None
-    api_secret: TSecretStrValue = None
-    otp: TSecretStrValue | None = None
-    nonce_format: str = "ms_counter"
-    nonce_dir: str | None = None
-    persist_nonce: bool = True
-
-    @classmethod
-    def from_key_pair(cls, pair: KeyPair, **options: Any) -> KrakenSpotAuth:
-        """An auth for ``pair`` (a Spot ``KeyPair``); ``options`` set the other fields."""
-        return cls(api_key=pair.api_key, api_secret=pair.api_secret.reveal(), **options)
-
-    def __call__(self, request: PreparedRequest) -> PreparedRequest:
-        secret = str(self.api_secret)
-        register_secret(secret)
-        register_secret(self.api_key, kind="key")
-        directory = nonce_directory(self.nonce_dir, self.persist_nonce)
-        nonce = nonce_source_for(self.api_key, self.nonce_format, directory).next()
-        body = request.body or b""
-        text = body.decode("utf-8") if isinstance(body, bytes) else str(body)
-        content_type = request.headers.get("Content-Type", "")
-        if content_type.startswith("application/json"):
-            data = json.loads(text or "{}")
-            data["nonce"] = nonce
-            if self.otp:
-                data["otp"] = str(self.otp)
-            text = json.dumps(data, separators=(",", ":"))
-        else:
-            extra = {"nonce": nonce, "otp": str(self.otp) if self.otp else None}
-            text = encode_form(extra) + (f"&{text}" if text else "")
-            request.headers["Content-Type"] = "application/x-www-form-urlencoded"
-        payload = text.encode("utf-8")
-        parts = urlsplit(request.url or "")
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        request.body = payload
-        request.headers["Content-Length"] = str(len(payload))
-        request.headers["API-Key"] = self.api_key
-        request.headers["API-Sign"] = spot_signature(path, nonce, payload, secret)
-        return request
-
-    def __repr__(self) -> str:
-        return f"KrakenSpotAuth(api_key={mask_key(self.api_key or '')!r}, api_secret=REDACTED)"
-
-    __str__ = __repr__

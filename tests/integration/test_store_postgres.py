@@ -90,7 +90,7 @@ def test_the_pool_keeps_at_least_two_and_never_more_than_ten_connections(
 
     def hold() -> None:
         with pg._pool.connection() as conn:
-            conn.execute("SELECT pg_sleep(0.4)")
+            conn.execute("SELECT pg_sleep(1.0)")  # long enough for the pool to grow under load
 
     watcher = threading.Thread(target=watch)
     watcher.start()

@@ -693,6 +693,24 @@ def test_an_unknown_url_scheme_is_a_config_error_naming_it() -> None:
     assert "s3cret" not in str(typo.value)
 
 
+def test_a_password_in_the_query_of_a_bad_scheme_url_never_appears_in_the_error() -> None:
+    url = "postgress://me:userinfo-secret@db.example/market?sslmode=require&password=secret"
+    with pytest.raises(ConfigError, match="postgress") as caught:
+        open_store(url)
+    message = str(caught.value)
+    assert "secret" not in message
+    assert "postgress://me:***@db.example/market?sslmode=require&password=***" in message
+
+
+def test_a_printed_store_url_masks_every_password_parameter_and_keeps_the_rest() -> None:
+    from krakked.store.base import redact_url
+
+    url = "postgresql://me:pw-1@db:5432/market?sslpassword=pw-2&application_name=x&PASSWORD=pw-3"
+    assert redact_url(url) == (
+        "postgresql://me:***@db:5432/market?sslpassword=***&application_name=x&PASSWORD=***")
+    assert redact_url("duckdb:///home/me/market.duckdb") == "duckdb:///home/me/market.duckdb"
+
+
 def test_a_directory_that_cannot_be_created_is_a_store_error(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

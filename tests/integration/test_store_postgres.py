@@ -25,8 +25,9 @@ from krakked.store.base import (
     Coverage,
     SyncUpdate,
     candles_to_arrow,
+    redact_url,
 )
-from krakked.store.postgres import PostgresStore, redact_url
+from krakked.store.postgres import PostgresStore
 
 MONDAY = datetime(2024, 1, 1, tzinfo=UTC)
 Q18 = Decimal(1).scaleb(-18)

@@ -15,6 +15,7 @@ caller or by ``canonical``), timestamps are timezone-aware UTC, prices and volum
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -55,6 +56,7 @@ __all__ = [
     "SyncUpdate",
     "batch_coverage",
     "candles_to_arrow",
+    "redact_url",
     "trades_to_arrow",
 ]
 
@@ -163,6 +165,29 @@ class _Stats:
     rows_written: int = 0
     writes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+_PASSWORD_PARAM = re.compile(r"(?i)(^|&)([^&=#]*password)=[^&#]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with every password replaced by ``***`` — the user info's and that of any
+    ``password``-like query parameter (``?password=``, ``&sslpassword=``) — and otherwise
+    unchanged: safe to print."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostinfo}"
+    path, mark, query = tail.partition("?")
+    if mark:
+        tail = path + mark + _PASSWORD_PARAM.sub(r"\1\2=***", query)
+    return f"{scheme}{sep}{netloc}{tail}"
 
 
 _CONTEXT = Context(prec=38, traps=[InvalidOperation])  # DECIMAL(38,18) holds 38 digits

@@ -41,7 +41,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,9 +67,10 @@ from krakked.store.base import (
     MarketStore,
     SyncUpdate,
     batch_coverage,
+    redact_url,
 )
 
-__all__ = ["PostgresStore", "redact_url"]
+__all__ = ["PostgresStore"]
 
 log = logging.getLogger("krakked.store.postgres")
 
@@ -151,22 +152,6 @@ def _schema_v1() -> tuple[str, ...]:
 
 
 # -- URLs and errors ----------------------------------------------------------------------------
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (in the user info and in the query)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "postgresql://***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{hostinfo}"
-    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
 
 def _conninfo(url: str) -> str:
     """Accept ``postgres://`` and SQLAlchemy-style ``postgresql+psycopg://`` too."""

@@ -20,7 +20,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Literal
@@ -160,13 +160,6 @@ class RetentionPolicy:
     candles_days: int | None = None
 
 
-@dataclass
-class _Stats:
-    rows_written: int = 0
-    writes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 _PASSWORD_PARAM = re.compile(r"(?i)(^|&)([^&=#]*password)=[^&#]*")
 
 
@@ -274,7 +267,6 @@ def batch_coverage(table: pa.Table, explicit: Iterable[Coverage] = ()
     return {key: merge_ranges(ranges) for key, ranges in out.items()}
 
 
-_DECIMAL_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "vwap")
 _PRICE_COLUMNS = ("open", "high", "low", "close")
 _THREADED_ROWS = 20_000  # from here on the Arrow half of the conversion runs in a second thread
 
@@ -518,7 +510,6 @@ class MarketStore(ABC):
 
     def __init__(self) -> None:
         self.retention = RetentionPolicy()
-        self.stats = _Stats()
         self._resolver: Callable[[str], str] | None = None
 
     # -- primitives a backend implements ---------------------------------------------------
@@ -629,19 +620,13 @@ class MarketStore(ABC):
         recorded with them (see ``Coverage``)."""
         table = candles if isinstance(candles, pa.Table) else candles_to_arrow(candles)
         table = table.cast(CANDLE_SCHEMA)
-        written = self.write_candles(table, sync, batch_coverage(table, coverage))
-        self.stats.rows_written += written
-        self.stats.writes += 1
-        return written
+        return self.write_candles(table, sync, batch_coverage(table, coverage))
 
     def upsert_trades(self, trades: Iterable[HistoricalTrade] | pa.Table,
                       sync: Sequence[SyncUpdate] = ()) -> int:
         """Insert trades (objects or an Arrow table), once each."""
         table = trades if isinstance(trades, pa.Table) else trades_to_arrow(trades)
-        written = self.write_trades(table.cast(TRADE_SCHEMA), sync)
-        self.stats.rows_written += written
-        self.stats.writes += 1
-        return written
+        return self.write_trades(table.cast(TRADE_SCHEMA), sync)
 
     def append_bars(self, pair: str, tf: str | int, bars: Iterable[Candle]) -> int:
         """The original module's write: store ``bars`` of ``pair``/``tf`` (idempotent)."""

@@ -52,7 +52,6 @@ from krakked.market.candles import (
     TIMEFRAMES,
     SourceSegment,
     bucket_ceil_us,
-    bucket_start,
     epoch_us,
     from_epoch_us,
     interval_minutes,
@@ -115,13 +114,6 @@ def to_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
     """The relation's rows as an Arrow table (``to_arrow_table`` where DuckDB has it)."""
     fetch = getattr(relation, "to_arrow_table", None) or relation.fetch_arrow_table
     return fetch()
-
-
-def _bucket_ceil(value: datetime, minutes: int) -> datetime:
-    """The first ``minutes`` bucket start at or after ``value``."""
-    v = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    floor = bucket_start(v, minutes)
-    return floor if floor == v else floor + timedelta(minutes=minutes)
 
 
 def bucket_us(us: str, minutes: int) -> str:

@@ -25,7 +25,7 @@ from krakked.market.pairs import (
     parse_asset_pairs,
 )
 from krakked.store import MarketStore, open_store
-from krakked.store.base import PAIR_SCHEMA
+from krakked.store.arrow import PAIR_SCHEMA
 from krakked.sync.ohlc import OhlcSyncResult, backfill_ohlc
 
 __all__ = ["Market"]

@@ -24,14 +24,8 @@ import pytest
 from krakked.errors import ConfigError, StoreError, StoreLockedError, UsageError
 from krakked.market.candles import Candle, HistoricalTrade, resample
 from krakked.store import MarketStore, SyncUpdate, open_store, resolve_store_url
-from krakked.store.base import (
-    CANDLE_SCHEMA,
-    PAIR_SCHEMA,
-    ROLLUPS,
-    SCHEMA_VERSION,
-    RetentionPolicy,
-    trades_to_arrow,
-)
+from krakked.store.arrow import CANDLE_SCHEMA, PAIR_SCHEMA, trades_to_arrow
+from krakked.store.base import ROLLUPS, SCHEMA_VERSION, RetentionPolicy
 
 MONDAY = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
 Q18 = Decimal(1).scaleb(-18)
@@ -305,6 +299,15 @@ def test_a_sync_status_naming_no_known_data_is_refused(s: MarketStore) -> None:
     with pytest.raises(UsageError, match="candles_2m"):
         s.upsert_candles([candle(9)], sync=[SyncUpdate("XBTUSD", "candles_2m")])
     assert s.get_candles("XBTUSD", "1m") == []
+
+
+def test_a_sync_status_of_the_other_kind_of_data_is_refused(s: MarketStore) -> None:
+    with pytest.raises(UsageError, match="'trades' does not describe the candles written"):
+        s.upsert_candles([candle(9)], sync=[SyncUpdate("XBTUSD", "trades")])
+    trade = HistoricalTrade(1, "XBTUSD", MONDAY, Decimal("100.1"), Decimal("0.5"), "buy")
+    with pytest.raises(UsageError, match="'candles_1m' does not describe the trades written"):
+        s.upsert_trades([trade], sync=[SyncUpdate("XBTUSD", "candles_1m")])
+    assert s.get_candles("XBTUSD", "1m") == [] and s.read_trades("XBTUSD").num_rows == 0
 
 
 def test_trades_are_stored_once_in_time_order(s: MarketStore) -> None:

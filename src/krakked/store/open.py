@@ -120,4 +120,3 @@ def open_store(url: str | None = None, *, settings: Settings | None = None,
     raise ConfigError(
         f"unknown store URL scheme {scheme!r} in {redact_url(url)}: "
         "use duckdb:///, parquet:///, csv:/// or postgresql://")
-

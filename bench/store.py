@@ -55,8 +55,12 @@ import pyarrow.compute as pc
 from krakked.market.candles import CANDLE_COLUMNS, Candle
 from krakked.store import open_store
 from krakked.store import postgres as pgstore
-from krakked.store.base import CANDLE_SCHEMA, MarketStore
-from krakked.store.duckdb import MIGRATIONS, to_arrow
+from krakked.store.arrow import CANDLE_SCHEMA
+from krakked.store.base import MarketStore
+from krakked.store.duckdb import MIGRATIONS
+from krakked.store.pg_copy import copy_in, ident, select_out, ts_in
+from krakked.store.pg_rollups import CANDLE_NAMES, CANDLE_UPDATE
+from krakked.store.sql import to_arrow
 
 START = datetime(2023, 1, 1, tzinfo=UTC)
 YEAR_END = datetime(2024, 1, 1, tzinfo=UTC)
@@ -214,20 +218,20 @@ def pg_bare_upsert(url: str, table: pa.Table) -> float:
 
     _reset(url)
     open_store(url).close()  # the schema, made by the store
-    cols = ", ".join(pgstore._ts_in('"timestamp"') if n == "timestamp" else pgstore._q(n)
+    cols = ", ".join(ts_in('"timestamp"') if n == "timestamp" else ident(n)
                      for n in CANDLE_SCHEMA.names)
     with psycopg.connect(pgstore._conninfo(url)) as conn, conn.cursor() as cur:
         started = time.perf_counter()
         cur.execute("SET LOCAL work_mem = '128MB'")
-        pgstore._copy_in(cur, "_kk_in_candles", table)
+        copy_in(cur, "_kk_in_candles", table)
         cur.execute(f"""
-            INSERT INTO candles AS c ({pgstore._CANDLE_NAMES})
+            INSERT INTO candles AS c ({CANDLE_NAMES})
             SELECT {cols} FROM (
                 SELECT DISTINCT ON ("timestamp", symbol, interval_minutes) *
                 FROM _kk_in_candles
                 ORDER BY "timestamp", symbol, interval_minutes, volume DESC, _ord DESC) i
             ON CONFLICT ("timestamp", symbol, interval_minutes) DO UPDATE
-            SET {pgstore._CANDLE_UPDATE} WHERE excluded.volume >= c.volume""")
+            SET {CANDLE_UPDATE} WHERE excluded.volume >= c.volume""")
         conn.commit()
         return time.perf_counter() - started
 
@@ -239,9 +243,9 @@ def _timing(parts: dict[str, float], *, rollups: bool = True) -> Iterator[None]:
     the upsert statement and is not counted apart) and status refresh (the rest of an upsert is
     its own statements); with ``rollups=False`` rollup maintenance is skipped (the worker's
     aggregation still runs)."""
-    saved = {"_copy_in": pgstore._copy_in,
-             "_maintain_rollups": pgstore.PostgresStore.__dict__["_maintain_rollups"],
-             "_apply_batch_rollups": pgstore.PostgresStore.__dict__["_apply_batch_rollups"],
+    # The names the store's write path calls, in ``krakked.store.postgres``'s namespace.
+    saved = {"copy_in": pgstore.copy_in, "maintain_rollups": pgstore.maintain_rollups,
+             "apply_batch_rollups": pgstore.apply_batch_rollups,
              "_refresh_status": pgstore.PostgresStore.__dict__["_refresh_status"]}
 
     running: set[str] = set()
@@ -260,19 +264,19 @@ def _timing(parts: dict[str, float], *, rollups: bool = True) -> Iterator[None]:
                 parts[name] = parts.get(name, 0.0) + time.perf_counter() - started
         return wrapper
 
-    pgstore._copy_in = timed_part("copy", saved["_copy_in"])  # type: ignore[assignment]
-    pgstore.PostgresStore._maintain_rollups = staticmethod(  # type: ignore[method-assign]
-        timed_part("rollups", saved["_maintain_rollups"].__func__))
-    pgstore.PostgresStore._apply_batch_rollups = timed_part(  # type: ignore[method-assign]
-        "rollups", saved["_apply_batch_rollups"])
+    pgstore.copy_in = timed_part("copy", saved["copy_in"])  # type: ignore[assignment]
+    pgstore.maintain_rollups = timed_part(  # type: ignore[assignment]
+        "rollups", saved["maintain_rollups"])
+    pgstore.apply_batch_rollups = timed_part(  # type: ignore[assignment]
+        "rollups", saved["apply_batch_rollups"])
     pgstore.PostgresStore._refresh_status = staticmethod(  # type: ignore[method-assign]
         timed_part("status", saved["_refresh_status"].__func__))
     try:
         yield
     finally:
-        pgstore._copy_in = saved["_copy_in"]  # type: ignore[assignment]
-        pgstore.PostgresStore._maintain_rollups = saved["_maintain_rollups"]  # type: ignore[method-assign]
-        pgstore.PostgresStore._apply_batch_rollups = saved["_apply_batch_rollups"]  # type: ignore[method-assign]
+        pgstore.copy_in = saved["copy_in"]  # type: ignore[assignment]
+        pgstore.maintain_rollups = saved["maintain_rollups"]  # type: ignore[assignment]
+        pgstore.apply_batch_rollups = saved["apply_batch_rollups"]  # type: ignore[assignment]
         pgstore.PostgresStore._refresh_status = saved["_refresh_status"]  # type: ignore[method-assign]
 
 
@@ -293,7 +297,7 @@ def pg_read_floors(url: str, year_end: datetime, runs: int) -> dict[str, Any]:
     superuser) and the same csv drained and discarded by a psycopg client."""
     import psycopg
 
-    query = (f"SELECT {pgstore._select_out(CANDLE_SCHEMA, 's')} FROM candles s "
+    query = (f"SELECT {select_out(CANDLE_SCHEMA, 's')} FROM candles s "
              "WHERE s.symbol = %(symbol)s AND s.interval_minutes = 1 "
              'AND s."timestamp" >= %(start)s AND s."timestamp" < %(end)s ORDER BY "timestamp"')
     params = {"symbol": SYMBOL, "start": START, "end": year_end}

@@ -550,7 +550,7 @@ def candles(
     """
     import pyarrow as pa
 
-    from krakked.store.base import arrow_to_candles
+    from krakked.store.arrow import arrow_to_candles
 
     if format_ not in ("table", "csv", "json", "parquet"):
         raise typer.BadParameter(f"{format_!r} is not table, csv, json or parquet",

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from krakked.market.candles import Candle, HistoricalCandle, HistoricalTrade, interval_minutes
 from krakked.market.pairs import CSV_SYMBOL_MAP, DEFAULT_SYMBOLS, PAIR_MAP, REVERSE_PAIR_MAP
 from krakked.market_data import Market
+from krakked.store.base import ROLLUPS
 
 __all__ = [
     "CSV_SYMBOL_MAP",
@@ -102,11 +103,7 @@ class HistoricalDataProvider:
     ``postgresql://…``); ``None`` means krakked's configured store.
     """
 
-    INTERVAL_VIEWS: ClassVar[dict[int, str]] = {
-        1: "candles", 5: "candles_5m", 15: "candles_15m", 30: "candles_30m",
-        60: "candles_1h", 240: "candles_4h", 720: "candles_12h", 1440: "candles_1d",
-        10080: "candles_1w",
-    }
+    INTERVAL_VIEWS: ClassVar[dict[int, str]] = {1: "candles", **ROLLUPS}
 
     def __init__(self, db_url: str | None = None, pool_min_size: int = 2,
                  pool_max_size: int = 10) -> None:

@@ -22,7 +22,7 @@ from krakked.kraken.spot import SpotClient
 from krakked.market.candles import Candle
 from krakked.market.pairs import PairMetadata, Universe, snapshot_cannot_apply
 from krakked.store import MarketStore, open_store
-from krakked.store.base import PAIR_SCHEMA
+from krakked.store.arrow import PAIR_SCHEMA
 from krakked.sync.ohlc import OhlcSyncResult, backfill_ohlc
 
 __all__ = ["Market"]

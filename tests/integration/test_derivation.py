@@ -359,7 +359,7 @@ def _v1_duckdb(path: Path, candles: list[Candle]) -> None:
     """A store as version 1 of the schema left it (no coverage record)."""
     import duckdb
 
-    from krakked.store.base import candles_to_arrow
+    from krakked.store.arrow import candles_to_arrow
     from krakked.store.duckdb import MIGRATIONS
 
     con = duckdb.connect(str(path))

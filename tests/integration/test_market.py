@@ -424,7 +424,7 @@ def test_cli_export_to_duckdb_is_incremental(cli_env: Path) -> None:
 
 def test_export_into_postgres_destination(tmp_path: Path, postgres_db_url: str) -> None:
     from krakked.market.candles import Candle
-    from krakked.store.base import candles_to_arrow
+    from krakked.store.arrow import candles_to_arrow
     from krakked.sync.export import export_market
 
     store = open_store(f"duckdb:///{tmp_path / 's.duckdb'}")

@@ -24,14 +24,8 @@ import pytest
 from krakked.errors import ConfigError, StoreError, StoreLockedError, UsageError
 from krakked.market.candles import Candle, HistoricalTrade, resample
 from krakked.store import MarketStore, SyncUpdate, open_store, resolve_store_url
-from krakked.store.base import (
-    CANDLE_SCHEMA,
-    PAIR_SCHEMA,
-    ROLLUPS,
-    SCHEMA_VERSION,
-    RetentionPolicy,
-    trades_to_arrow,
-)
+from krakked.store.arrow import CANDLE_SCHEMA, PAIR_SCHEMA, trades_to_arrow
+from krakked.store.base import ROLLUPS, SCHEMA_VERSION, RetentionPolicy
 
 MONDAY = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
 Q18 = Decimal(1).scaleb(-18)
@@ -305,6 +299,15 @@ def test_a_sync_status_naming_no_known_data_is_refused(s: MarketStore) -> None:
     with pytest.raises(UsageError, match="candles_2m"):
         s.upsert_candles([candle(9)], sync=[SyncUpdate("XBTUSD", "candles_2m")])
     assert s.get_candles("XBTUSD", "1m") == []
+
+
+def test_a_sync_status_of_the_other_kind_of_data_is_refused(s: MarketStore) -> None:
+    with pytest.raises(UsageError, match="'trades' does not describe the candles written"):
+        s.upsert_candles([candle(9)], sync=[SyncUpdate("XBTUSD", "trades")])
+    trade = HistoricalTrade(1, "XBTUSD", MONDAY, Decimal("100.1"), Decimal("0.5"), "buy")
+    with pytest.raises(UsageError, match="'candles_1m' does not describe the trades written"):
+        s.upsert_trades([trade], sync=[SyncUpdate("XBTUSD", "candles_1m")])
+    assert s.get_candles("XBTUSD", "1m") == [] and s.read_trades("XBTUSD").num_rows == 0
 
 
 def test_trades_are_stored_once_in_time_order(s: MarketStore) -> None:
@@ -691,6 +694,24 @@ def test_an_unknown_url_scheme_is_a_config_error_naming_it() -> None:
     with pytest.raises(ConfigError, match="postgress") as typo:
         open_store("postgress://me:s3cret@db.example/market")
     assert "s3cret" not in str(typo.value)
+
+
+def test_a_password_in_the_query_of_a_bad_scheme_url_never_appears_in_the_error() -> None:
+    url = "postgress://me:userinfo-secret@db.example/market?sslmode=require&password=secret"
+    with pytest.raises(ConfigError, match="postgress") as caught:
+        open_store(url)
+    message = str(caught.value)
+    assert "secret" not in message
+    assert "postgress://me:***@db.example/market?sslmode=require&password=***" in message
+
+
+def test_a_printed_store_url_masks_every_password_parameter_and_keeps_the_rest() -> None:
+    from krakked.store.base import redact_url
+
+    url = "postgresql://me:pw-1@db:5432/market?sslpassword=pw-2&application_name=x&PASSWORD=pw-3"
+    assert redact_url(url) == (
+        "postgresql://me:***@db:5432/market?sslpassword=***&application_name=x&PASSWORD=***")
+    assert redact_url("duckdb:///home/me/market.duckdb") == "duckdb:///home/me/market.duckdb"
 
 
 def test_a_directory_that_cannot_be_created_is_a_store_error(tmp_path: Path) -> None:

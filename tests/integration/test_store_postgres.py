@@ -18,15 +18,9 @@ import pytest
 
 from krakked.errors import StoreError, UsageError
 from krakked.market.candles import Candle, resample
-from krakked.store.base import (
-    DECIMAL,
-    ROLLUPS,
-    SCHEMA_VERSION,
-    Coverage,
-    SyncUpdate,
-    candles_to_arrow,
-)
-from krakked.store.postgres import PostgresStore, redact_url
+from krakked.store.arrow import DECIMAL, candles_to_arrow
+from krakked.store.base import ROLLUPS, SCHEMA_VERSION, Coverage, SyncUpdate, redact_url
+from krakked.store.postgres import PostgresStore
 
 MONDAY = datetime(2024, 1, 1, tzinfo=UTC)
 Q18 = Decimal(1).scaleb(-18)
@@ -298,7 +292,7 @@ def test_concurrent_openers_apply_the_migrations_once(postgres_db_url: str) -> N
 
 def test_a_version_1_database_is_migrated_to_cover_its_runs_and_rebuild_its_rollups(
         postgres_db_url: str) -> None:
-    from krakked.store.postgres import _MIGRATIONS
+    from krakked.store.pg_schema import MIGRATIONS as _MIGRATIONS
 
     kept = [c for c in minutes(300) if c.timestamp != MONDAY + timedelta(minutes=70)]
     with psycopg.connect(postgres_db_url) as conn:  # what version 1 left: no coverage record,
@@ -352,13 +346,13 @@ def test_every_time_series_key_holds_the_time_column(pg: PostgresStore,
 
 def test_a_read_parsed_in_many_pieces_equals_the_read_in_one(
         pg: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    from krakked.store import postgres
+    from krakked.store import pg_copy
 
     bars = minutes(300)
     bars[5] = dataclasses.replace(bars[5], source=None, trade_count=None)  # type: ignore[arg-type]
     pg.upsert_candles(bars)
     whole = pg.get_candles("XBTUSD", "1m", as_="arrow")
-    monkeypatch.setattr(postgres, "_PARSE_BYTES", 150)  # a piece every row or two
+    monkeypatch.setattr(pg_copy, "_PARSE_BYTES", 150)  # a piece every row or two
     pieces = pg.get_candles("XBTUSD", "1m", as_="arrow")
     assert pieces.num_rows == 300 and pieces.equals(whole)
     assert pieces["source"][5].as_py() is None and pieces["trade_count"][5].as_py() is None

@@ -143,7 +143,7 @@ def test_parse_ohlc_rejects_a_malformed_result() -> None:
 
 
 def test_candles_read_back_from_arrow_keep_tidy_exact_decimals() -> None:
-    from krakked.store.base import arrow_to_candles, candles_to_arrow
+    from krakked.store.arrow import arrow_to_candles, candles_to_arrow
 
     c = Candle("XBTUSD", T0, 1, Decimal("30306.1"), Decimal("100"), Decimal("0.00000001"),
                Decimal("-0.5"), Decimal("0"), None, 7, Decimal("1.25"), "rest")
@@ -234,7 +234,7 @@ def _tidy_text(value: Decimal) -> str:
 def test_arrow_candles_keep_edge_decimals_exact_tidy_and_nulls(repeat: int) -> None:
     import pyarrow as pa
 
-    from krakked.store.base import CANDLE_SCHEMA, arrow_to_candles
+    from krakked.store.arrow import CANDLE_SCHEMA, arrow_to_candles
 
     values = [Decimal(v) for v in EDGE_DECIMALS] * repeat
     n = len(values)
@@ -271,7 +271,7 @@ def test_arrow_candles_keep_edge_decimals_exact_tidy_and_nulls(repeat: int) -> N
 def test_any_stored_decimal_reads_back_exact_and_tidy(values: list[Decimal]) -> None:
     import pyarrow as pa
 
-    from krakked.store.base import CANDLE_SCHEMA, arrow_to_candles
+    from krakked.store.arrow import CANDLE_SCHEMA, arrow_to_candles
 
     n = len(values)
     rows = {k: [None] * n for k in CANDLE_SCHEMA.names}
@@ -284,7 +284,7 @@ def test_any_stored_decimal_reads_back_exact_and_tidy(values: list[Decimal]) -> 
 
 
 def test_candles_with_the_largest_decimals_convert_to_arrow() -> None:
-    from krakked.store.base import arrow_to_candles, candles_to_arrow
+    from krakked.store.arrow import arrow_to_candles, candles_to_arrow
 
     top = Decimal("99999999999999999999.999999999999999999")
     bottom = Decimal("-99999999999999999999.999999999999999999")  # (-top would round to 28)
@@ -293,7 +293,7 @@ def test_candles_with_the_largest_decimals_convert_to_arrow() -> None:
 
 
 def test_a_decimal_too_large_for_the_store_is_a_clear_error() -> None:
-    from krakked.store.base import candles_to_arrow
+    from krakked.store.arrow import candles_to_arrow
 
     c = Candle("XBTUSD", T0, 1, Decimal("1E+20"), Decimal(1), Decimal(1), Decimal(1),
                Decimal(1))

@@ -5,7 +5,9 @@ A backend implements a handful of primitives (write Arrow tables with the volume
 interval's candles — stored where Kraken's own exist, else derived from the finest stored interval
 that divides it — read trades, coverage, sync status). Everything users call (``get_candles``,
 ``get_ohlc``, ``replay_candles``, the original module's ``append_bars``/``get_bars``…) is written
-once, here, on top of them.
+once, here, on top of them. What every backend shares in Python lives here too: the
+``SyncUpdate`` targets, a batch's coverage, URL redaction, error lines. (Arrow schemas and
+conversion: ``store.arrow``; the SQL the backends share: ``store.sql``.)
 
 Conventions: symbols are canonical (Kraken's altname, ``XBTUSD``; aliases are resolved by the
 caller or by ``canonical``), timestamps are timezone-aware UTC, prices and volumes are exact
@@ -15,13 +17,13 @@ caller or by ``canonical``), timestamps are timezone-aware UTC, prices and volum
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Context, Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -29,87 +31,41 @@ import pyarrow.compute as pc
 
 from krakked.errors import NoDataError, UsageError
 from krakked.market.candles import (
-    CANDLE_COLUMNS,
+    TIMEFRAMES,
     Candle,
     HistoricalTrade,
     SourceSegment,
     bucket_floor_us,
-    candles_from_columns,
     epoch_us,
     from_epoch_us,
     interval_minutes,
     merge_ranges,
     plan_sources,
 )
+from krakked.store.arrow import (
+    CANDLE_SCHEMA,
+    TRADE_SCHEMA,
+    TS,
+    arrow_to_candles,
+    candles_to_arrow,
+    trades_to_arrow,
+)
 from krakked.times import parse_utc
 
 __all__ = [
-    "CANDLE_SCHEMA",
-    "DECIMAL",
-    "PAIR_SCHEMA",
+    "ROLLUPS",
     "SCHEMA_VERSION",
-    "TRADE_SCHEMA",
     "Coverage",
     "MarketStore",
     "RetentionPolicy",
     "SyncUpdate",
     "batch_coverage",
-    "candles_to_arrow",
-    "trades_to_arrow",
+    "first_line",
+    "redact_url",
+    "sync_target",
 ]
 
 SCHEMA_VERSION = 2
-DECIMAL = pa.decimal128(38, 18)
-_Q = Decimal(1).scaleb(-18)
-TS = pa.timestamp("us", tz="UTC")
-
-CANDLE_SCHEMA = pa.schema([
-    pa.field("symbol", pa.string(), nullable=False),
-    pa.field("timestamp", TS, nullable=False),
-    pa.field("interval_minutes", pa.int32(), nullable=False),
-    pa.field("open", DECIMAL, nullable=False),
-    pa.field("high", DECIMAL, nullable=False),
-    pa.field("low", DECIMAL, nullable=False),
-    pa.field("close", DECIMAL, nullable=False),
-    pa.field("volume", DECIMAL, nullable=False),
-    pa.field("quote_volume", DECIMAL),
-    pa.field("trade_count", pa.int64()),
-    pa.field("vwap", DECIMAL),
-    pa.field("source", pa.string()),
-])
-"""Columns of ``candles`` (and of every rollup), in order."""
-
-TRADE_SCHEMA = pa.schema([
-    pa.field("id", pa.int64()),  # Kraken's per-pair trade id; null for CSV rows until reconciled
-    pa.field("symbol", pa.string(), nullable=False),
-    pa.field("timestamp", TS, nullable=False),
-    pa.field("price", DECIMAL, nullable=False),
-    pa.field("volume", DECIMAL, nullable=False),
-    pa.field("side", pa.string(), nullable=False),
-    pa.field("order_type", pa.string()),
-    pa.field("misc", pa.string()),
-    pa.field("source", pa.string()),
-])
-"""Columns of ``trades``, in order. Key (timestamp, symbol, id)."""
-
-PAIR_SCHEMA = pa.schema([
-    pa.field("canonical", pa.string(), nullable=False),
-    pa.field("base", pa.string()),
-    pa.field("quote", pa.string()),
-    pa.field("rest_symbol", pa.string()),
-    pa.field("ws_symbol", pa.string()),
-    pa.field("wsname", pa.string()),
-    pa.field("raw_name", pa.string()),
-    pa.field("price_decimals", pa.int32()),
-    pa.field("volume_decimals", pa.int32()),
-    pa.field("lot_size", DECIMAL),
-    pa.field("ordermin", DECIMAL),
-    pa.field("costmin", DECIMAL),
-    pa.field("tick_size", DECIMAL),
-    pa.field("status", pa.string()),
-    pa.field("updated_at", TS),
-])
-"""Columns of ``pairs`` (the universe snapshot). Key canonical."""
 
 ROLLUPS: dict[int, str] = {
     5: "candles_5m", 15: "candles_15m", 30: "candles_30m", 60: "candles_1h",
@@ -158,52 +114,53 @@ class RetentionPolicy:
     candles_days: int | None = None
 
 
-@dataclass
-class _Stats:
-    rows_written: int = 0
-    writes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-_CONTEXT = Context(prec=38, traps=[InvalidOperation])  # DECIMAL(38,18) holds 38 digits
-
-
-def _dec(value: Any, name: str) -> Decimal | None:
-    """``value`` at the store's 18 places, or a clear error when DECIMAL(38,18) cannot hold it."""
-    if value is None:
-        return None
-    try:
-        d = value if isinstance(value, Decimal) else Decimal(str(value))
-        return d.quantize(_Q, context=_CONTEXT)
-    except InvalidOperation:
+def sync_target(update: SyncUpdate, kind: str | None = None) -> tuple[str, int | None]:
+    """``SyncUpdate.data_type`` -> (``trades`` | ``candles``, interval minutes or None); an
+    ``UsageError`` naming it if it describes neither, or not ``kind`` when given."""
+    target: tuple[str, int | None] | None = None
+    if update.data_type == "trades":
+        target = ("trades", None)
+    elif update.data_type.startswith("candles_"):
+        with contextlib.suppress(UsageError):
+            target = ("candles", interval_minutes(update.data_type.removeprefix("candles_")))
+    if target is None:
         raise UsageError(
-            f"{name} = {value!r} does not fit the store's DECIMAL(38,18) "
-            "(at most 20 digits before the point)") from None
+            f"data_sync_status data_type must be trades or candles_<timeframe> "
+            f"({', '.join(TIMEFRAMES)}), not {update.data_type!r}")
+    if kind is not None and target[0] != kind:
+        raise UsageError(
+            f"sync status {update.data_type!r} does not describe the {kind} written")
+    return target
 
 
-def candles_to_arrow(candles: Iterable[Candle]) -> pa.Table:
-    """Candles -> an Arrow table in ``CANDLE_SCHEMA`` (decimals quantized to 18 places)."""
-    cols: dict[str, list[Any]] = {name: [] for name in CANDLE_COLUMNS}
-    for c in candles:
-        cols["symbol"].append(c.symbol)
-        cols["timestamp"].append(c.timestamp)
-        cols["interval_minutes"].append(c.interval_minutes)
-        for k in ("open", "high", "low", "close", "volume", "quote_volume", "vwap"):
-            cols[k].append(_dec(getattr(c, k), k))
-        cols["trade_count"].append(c.trade_count)
-        cols["source"].append(c.source)
-    return pa.table(cols, schema=CANDLE_SCHEMA)
+_PASSWORD_PARAM = re.compile(r"(?i)(^|&)([^&=#]*password)=[^&#]*")
 
 
-def trades_to_arrow(trades: Iterable[HistoricalTrade], source: str = "rest") -> pa.Table:
-    """Trades -> an Arrow table in ``TRADE_SCHEMA``."""
-    rows = [
-        {"id": t.id, "symbol": t.symbol, "timestamp": t.timestamp, "price": _dec(t.price, "price"),
-         "volume": _dec(t.volume, "volume"), "side": t.side, "order_type": t.order_type,
-         "misc": t.misc, "source": source}
-        for t in trades
-    ]
-    return pa.Table.from_pylist(rows, schema=TRADE_SCHEMA)
+def redact_url(url: str) -> str:
+    """``url`` with every password replaced by ``***`` — the user info's and that of any
+    ``password``-like query parameter (``?password=``, ``&sslpassword=``) — and otherwise
+    unchanged: safe to print."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostinfo}"
+    path, mark, query = tail.partition("?")
+    if mark:
+        tail = path + mark + _PASSWORD_PARAM.sub(r"\1\2=***", query)
+    return f"{scheme}{sep}{netloc}{tail}"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type name when it has none): what a
+    ``StoreError`` quotes of a driver's error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def batch_coverage(table: pa.Table, explicit: Iterable[Coverage] = ()
@@ -247,155 +204,6 @@ def batch_coverage(table: pa.Table, explicit: Iterable[Coverage] = ()
                 (stamps[first].as_py(), stamps[end - 1].as_py() + widths[end - 1].as_py()))
             first = end
     return {key: merge_ranges(ranges) for key, ranges in out.items()}
-
-
-_DECIMAL_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "vwap")
-_PRICE_COLUMNS = ("open", "high", "low", "close")
-_THREADED_ROWS = 20_000  # from here on the Arrow half of the conversion runs in a second thread
-
-# How ``arrow_to_candles`` turns columns into Python values. Each column is done in two halves:
-# Arrow work (casts, dictionary encoding, joining a column's text into one string), which
-# releases the GIL, and Python work (splitting that string, building Decimals and datetimes).
-# On big tables the Arrow halves run in a worker thread ahead of the Python halves.
-#
-# - Decimals: Arrow's decimal -> text cast is exact; trailing zeros are trimmed as text
-#   ("30306.100000000000000000" -> "30306.1", never an exponent form), and ``Decimal`` is built
-#   from each text by ``map`` (C-level iteration). Arrow writes values under 1e-6 (and zero) in
-#   exponent form ("1.00000000E-10", "0E-18"): those are left untrimmed by the text step and
-#   normalized as Decimals instead.
-# - The four price columns share most of their values (one candle's close is the next one's
-#   open; prices move by ticks): they are dictionary-encoded together and each distinct price
-#   becomes one Decimal, shared by every candle that has it (Decimals are immutable).
-# - Timestamps: naive UTC text from Arrow, read by ``datetime.fromisoformat`` with "+00:00".
-
-
-def _column_text(arr: pa.Array, suffix: str = "") -> str:
-    """A string array without nulls -> its values joined by newlines, each followed by
-    ``suffix`` (one Arrow call; the Python side splits it in one call)."""
-    text = arr.cast(pa.large_string())  # the joined text may pass 2 GiB
-    lists = pa.LargeListArray.from_arrays(pa.array([0, len(text)], pa.int64()), text)
-    joined: str = pc.binary_join(lists, pa.scalar(suffix + "\n", pa.large_string()))[0].as_py()
-    return joined + suffix
-
-
-def _int_list(arr: pa.Array) -> list[int]:
-    """An integer array without nulls -> Python ints (read straight from the Arrow buffer)."""
-    arr = arr.cast(pa.int64())
-    if len(arr) == 0:
-        return []
-    return memoryview(arr.buffers()[1]).cast("q")[arr.offset:arr.offset + len(arr)].tolist()
-
-
-def _null_positions(arr: pa.Array) -> list[int]:
-    return pc.indices_nonzero(arr.is_null()).to_pylist() if arr.null_count else []
-
-
-def _with_nulls(values: list[Any], nulls: list[int]) -> list[Any]:
-    if len(nulls) == len(values):
-        return [None] * len(values)
-    for i in nulls:
-        values[i] = None
-    return values
-
-
-_Finish = Callable[[], list[Any]]
-
-
-def _decimals_prepare(arr: pa.Array) -> _Finish:
-    """Arrow half of decimal -> tidy ``Decimal``; returns the Python half."""
-    nulls = _null_positions(arr)
-    if len(nulls) == len(arr):
-        return lambda: [None] * len(arr)
-    text = arr.cast(pa.string())
-    exponent: list[int] = []
-    if arr.type.scale > 0:  # "1.500000" -> "1.5"; "100.000000" -> "100"
-        trimmed = pc.utf8_rtrim(pc.utf8_rtrim(text, characters="0"), characters=".")
-        is_exp = pc.fill_null(pc.match_substring(text, "E"), False)
-        if pc.any(is_exp).as_py():
-            exponent = pc.indices_nonzero(is_exp).to_pylist()
-            trimmed = pc.if_else(is_exp, text, trimmed)  # "1.0E-10" must keep its zeros
-        text = trimmed
-    joined = _column_text(pc.fill_null(text, "0") if nulls else text)
-
-    def finish() -> list[Any]:
-        values: list[Any] = list(map(Decimal, joined.split("\n")))
-        for i in exponent:  # values under 1e-6 in magnitude, and zero
-            values[i] = values[i].normalize()
-        return _with_nulls(values, nulls)
-
-    return finish
-
-
-def _shared_decimals_prepare(arrs: Sequence[pa.Array]) -> _Finish:
-    """Arrow half of several decimal columns converted as one: each distinct value becomes one
-    ``Decimal``. The Python half returns one list per column."""
-    # One hash table over all the columns: every chunk carries the same (whole) dictionary.
-    encoded = pc.dictionary_encode(pa.chunked_array(arrs, arrs[0].type))
-    dictionary = encoded.chunk(0).dictionary
-    distinct = _decimals_prepare(dictionary)
-    none = len(dictionary)  # nulls point one past the distinct values
-    positions = [_int_list(pc.fill_null(c.indices, none) if c.indices.null_count else c.indices)
-                 for c in encoded.chunks]
-
-    def finish() -> list[Any]:
-        values = distinct()
-        values.append(None)
-        return [list(map(values.__getitem__, p)) for p in positions]
-
-    return finish
-
-
-def _timestamps_prepare(arr: pa.Array) -> _Finish:
-    """Arrow half of ``timestamp[us, UTC]`` -> aware UTC datetimes."""
-    text = _column_text(arr.cast(TS).cast(pa.timestamp("us")).cast(pa.string()), "+00:00")
-    return lambda: list(map(datetime.fromisoformat, text.split("\n")))
-
-
-def _pyvalues_prepare(arr: pa.Array) -> _Finish:
-    """Arrow half of a string or integer column -> Python values (None for nulls)."""
-    if pa.types.is_integer(arr.type):
-        nulls = _null_positions(arr)
-        ints = _int_list(pc.fill_null(arr, 0) if nulls else arr)
-        return lambda: _with_nulls(ints, nulls)
-    encoded = pc.dictionary_encode(arr)  # a few distinct symbols and sources: share them
-    distinct = [*encoded.dictionary.to_pylist(), None]
-    indices = encoded.indices
-    positions = _int_list(pc.fill_null(indices, len(distinct) - 1) if indices.null_count
-                          else indices)
-    return lambda: list(map(distinct.__getitem__, positions))
-
-
-def arrow_to_candles(table: pa.Table) -> list[Candle]:
-    """Arrow rows (``CANDLE_SCHEMA``) -> ``Candle`` objects with tidy decimals (exact, no
-    trailing zeros, no exponent form in ``to_dict``) and aware UTC timestamps."""
-    n = table.num_rows
-    if n == 0:
-        return []
-    table = table.select(list(CANDLE_COLUMNS)).cast(CANDLE_SCHEMA).combine_chunks()
-    cols = {name: table[name].chunk(0) if table[name].num_chunks == 1
-            else table[name].combine_chunks() for name in CANDLE_COLUMNS}
-    steps: list[tuple[Callable[..., _Finish], tuple[Any, ...]]] = [
-        (_decimals_prepare, (cols["volume"],)),
-        (_shared_decimals_prepare, ([cols[k] for k in _PRICE_COLUMNS],)),
-        (_decimals_prepare, (cols["quote_volume"],)),
-        (_decimals_prepare, (cols["vwap"],)),
-        (_timestamps_prepare, (cols["timestamp"],)),
-        *((_pyvalues_prepare, (cols[k],))
-          for k in ("symbol", "interval_minutes", "trade_count", "source")),
-    ]
-    if n >= _THREADED_ROWS:
-        # The worker starts with the longest Arrow step while this thread does the first
-        # column alone, then finishes each column as the worker hands it over.
-        with ThreadPoolExecutor(1, thread_name_prefix="krakked-arrow") as pool:
-            futures = [pool.submit(fn, *args) for fn, args in steps[1:]]
-            first, rest = steps[0]
-            done = [first(*rest)(), *(f.result()() for f in futures)]
-    else:
-        done = [fn(*args)() for fn, args in steps]
-    volume, prices, quote_volume, vwap, stamps, symbol, minutes, count, source = done
-    o, h, lo, c = prices
-    return candles_from_columns(symbol, stamps, minutes, o, h, lo, c, volume, quote_volume,
-                                count, vwap, source)
 
 
 def _reversed(table: pa.Table) -> pa.Table:
@@ -493,7 +301,6 @@ class MarketStore(ABC):
 
     def __init__(self) -> None:
         self.retention = RetentionPolicy()
-        self.stats = _Stats()
         self._resolver: Callable[[str], str] | None = None
 
     # -- primitives a backend implements ---------------------------------------------------
@@ -528,7 +335,7 @@ class MarketStore(ABC):
                       segments: Sequence[SourceSegment]) -> pa.Table:
         """For each segment, the ``minutes`` buckets of ``symbol`` in it that have source rows:
         the stored candles themselves where ``source_minutes == minutes``, else aggregated from
-        the ``source_minutes`` candles by the rule of ``store.duckdb.aggregate_query``
+        the ``source_minutes`` candles by the rule of ``store.sql.aggregate_query``
         (``CANDLE_SCHEMA``, any order)."""
 
     @abstractmethod
@@ -604,19 +411,13 @@ class MarketStore(ABC):
         recorded with them (see ``Coverage``)."""
         table = candles if isinstance(candles, pa.Table) else candles_to_arrow(candles)
         table = table.cast(CANDLE_SCHEMA)
-        written = self.write_candles(table, sync, batch_coverage(table, coverage))
-        self.stats.rows_written += written
-        self.stats.writes += 1
-        return written
+        return self.write_candles(table, sync, batch_coverage(table, coverage))
 
     def upsert_trades(self, trades: Iterable[HistoricalTrade] | pa.Table,
                       sync: Sequence[SyncUpdate] = ()) -> int:
         """Insert trades (objects or an Arrow table), once each."""
         table = trades if isinstance(trades, pa.Table) else trades_to_arrow(trades)
-        written = self.write_trades(table.cast(TRADE_SCHEMA), sync)
-        self.stats.rows_written += written
-        self.stats.writes += 1
-        return written
+        return self.write_trades(table.cast(TRADE_SCHEMA), sync)
 
     def append_bars(self, pair: str, tf: str | int, bars: Iterable[Candle]) -> int:
         """The original module's write: store ``bars`` of ``pair``/``tf`` (idempotent)."""
@@ -881,4 +682,3 @@ class MarketStore(ABC):
         """Raise ``NoDataError`` naming pair and timeframe if nothing can serve them."""
         if not self.get_latest_candles(pair, tf, 1, as_="arrow").num_rows:
             raise NoDataError(f"no {tf} candles stored for {self.canonical(pair)} in {self.url}")
-

@@ -73,30 +73,27 @@ from krakked.market.candles import (
     merge_ranges,
     timeframe_name,
 )
+from krakked.store.arrow import CANDLE_SCHEMA, PAIR_SCHEMA, TRADE_SCHEMA, TS, as_schema
 from krakked.store.base import (
-    CANDLE_SCHEMA,
-    PAIR_SCHEMA,
-    TRADE_SCHEMA,
-    TS,
     MarketStore,
     SyncUpdate,
     batch_coverage,
+    first_line,
+    sync_target,
 )
-from krakked.store.duckdb import (
+from krakked.store.sql import (
     CANDLE_COLS,
     TRADE_COLS,
     TRADE_READ_COLS,
-    _as_schema,
-    _first_line,
-    _py,
     coverage_query,
     coverage_runs_query,
+    duck_type,
     last_closes_with,
     lit,
+    py_value,
     read_segments_with,
     row_index,
     same_trade,
-    sync_target,
     to_arrow,
     ts_lit,
     with_trade_ids,
@@ -121,18 +118,6 @@ def _lock_exclusive(fd: int) -> None:
         msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]
     else:
         fcntl.flock(fd, fcntl.LOCK_EX)
-
-
-def _duck_type(t: pa.DataType) -> str:
-    if pa.types.is_decimal(t):
-        return f"DECIMAL({t.precision},{t.scale})"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ"
-    if pa.types.is_int32(t):
-        return "INTEGER"
-    if pa.types.is_int64(t):
-        return "BIGINT"
-    return "VARCHAR"
 
 
 @dataclass(frozen=True)
@@ -224,16 +209,16 @@ class FileStore(MarketStore):
                 raise OSError("permission denied")
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(
-                f"{path}: unreadable or corrupted {self.fmt} file ({_first_line(exc)})") from None
+                f"{path}: unreadable or corrupted {self.fmt} file ({first_line(exc)})") from None
 
     def _rel(self, path: Path, schema: pa.Schema) -> str:
         """SQL relation reading ``path`` with ``schema``'s column types."""
         self._check(path)
         if self.fmt == "parquet":
-            cols = ", ".join(f"CAST({f.name} AS {_duck_type(f.type)}) AS {f.name}"
+            cols = ", ".join(f"CAST({f.name} AS {duck_type(f.type)}) AS {f.name}"
                              for f in schema)
             return f"(SELECT {cols} FROM read_parquet({lit(str(path))}))"
-        columns = ", ".join(f"{lit(f.name)}: {lit(_duck_type(f.type))}" for f in schema)
+        columns = ", ".join(f"{lit(f.name)}: {lit(duck_type(f.type))}" for f in schema)
         return (f"read_csv({lit(str(path))}, header = true, auto_detect = false, delim = ',', "
                 f"quote = '\"', escape = '\"', allow_quoted_nulls = false, "
                 f"columns = {{{columns}}})")
@@ -244,13 +229,13 @@ class FileStore(MarketStore):
                 return to_arrow(self._con.sql(sql))
             except duckdb.Error as exc:
                 names = ", ".join(str(f) for f in files) or str(self.root)
-                raise StoreError(f"{names}: cannot read ({_first_line(exc)})") from None
+                raise StoreError(f"{names}: cannot read ({first_line(exc)})") from None
 
     def _read_file(self, path: Path, schema: pa.Schema, order: str = "") -> pa.Table:
         cols = ", ".join(schema.names)
         sql = f"SELECT {cols} FROM {self._rel(path, schema)}" + (f" ORDER BY {order}" if order
                                                                  else "")
-        return _as_schema(self._arrow(sql, [path]), schema)
+        return as_schema(self._arrow(sql, [path]), schema)
 
     def _read_status(self, path: Path) -> dict[str, Any] | None:
         raw: bytes | None = None
@@ -388,7 +373,7 @@ class FileStore(MarketStore):
                      status: dict[str, Any] | None,
                      coverage: Sequence[tuple[int, int]] = ()) -> None:
         """Replace ``path`` with ``table`` (and, in Parquet, its sync status and coverage)."""
-        table = _as_schema(table, schema)
+        table = as_schema(table, schema)
         recorded = json.dumps([list(r) for r in coverage]).encode()
         if self.fmt == "parquet":
             metadata = {STATUS_KEY: _status_json(status)} if status else {}
@@ -460,7 +445,7 @@ class FileStore(MarketStore):
                f"QUALIFY row_number() OVER ({rank}) = 1 ORDER BY {order}")
         merged = self._arrow(sql, files)
         won = int(pc.sum(merged["__new"]).as_py() or 0)
-        return _as_schema(merged.drop_columns(["__new"]), schema), won
+        return as_schema(merged.drop_columns(["__new"]), schema), won
 
     @staticmethod
     def _fresh_status(symbol: str, data_type: str, table: pa.Table, last_sync_at: Any,
@@ -469,7 +454,7 @@ class FileStore(MarketStore):
         oldest = newest = None
         if table.num_rows:
             span = pc.min_max(table["timestamp"]).as_py()
-            oldest, newest = _py(span["min"]), _py(span["max"])
+            oldest, newest = py_value(span["min"]), py_value(span["max"])
         return {"symbol": symbol, "data_type": data_type, "oldest_timestamp": oldest,
                 "newest_timestamp": newest, "last_sync_at": last_sync_at,
                 "last_kraken_since": since, "total_records": table.num_rows}
@@ -616,7 +601,7 @@ class FileStore(MarketStore):
 
     @staticmethod
     def _empty_candles() -> str:
-        cols = ", ".join(f"NULL::{_duck_type(f.type)} AS {f.name}" for f in CANDLE_SCHEMA)
+        cols = ", ".join(f"NULL::{duck_type(f.type)} AS {f.name}" for f in CANDLE_SCHEMA)
         return f"SELECT {cols} LIMIT 0"
 
     def read_segments(self, symbol: str, minutes: int,
@@ -647,7 +632,7 @@ class FileStore(MarketStore):
                f"WHERE {' AND '.join(where)} ORDER BY timestamp, abs(id)")
         if limit is not None:
             sql += f" LIMIT {max(0, int(limit))}"
-        return _as_schema(self._arrow(sql, [path]), TRADE_SCHEMA)
+        return as_schema(self._arrow(sql, [path]), TRADE_SCHEMA)
 
     def read_pairs(self) -> pa.Table:
         """The stored universe snapshot (empty if none)."""
@@ -688,8 +673,8 @@ class FileStore(MarketStore):
                 names, rows = rel.columns, rel.fetchall()
             except duckdb.Error as exc:
                 names_ = ", ".join(str(f) for f in files)
-                raise StoreError(f"{names_}: cannot read ({_first_line(exc)})") from None
-        return [{k: _py(v) for k, v in zip(names, row, strict=True)} for row in rows]
+                raise StoreError(f"{names_}: cannot read ({first_line(exc)})") from None
+        return [{k: py_value(v) for k, v in zip(names, row, strict=True)} for row in rows]
 
     def read_sync_status(self, symbol: str | None = None) -> list[dict[str, Any]]:
         """The sync status of every data file (Parquet metadata or CSV sidecars)."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from krakked.errors import ConfigError, StoreError, StoreNotFoundError
+from krakked.store.base import redact_url
 
 if TYPE_CHECKING:
     from krakked.config import Settings
@@ -117,19 +118,5 @@ def open_store(url: str | None = None, *, settings: Settings | None = None,
 
         return PostgresStore(url)
     raise ConfigError(
-        f"unknown store URL scheme {scheme!r} in {_redacted(url)}: "
+        f"unknown store URL scheme {scheme!r} in {redact_url(url)}: "
         "use duckdb:///, parquet:///, csv:/// or postgresql://")
-
-
-def _redacted(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to print)."""
-    scheme, _, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        if ":" in user:
-            user = user.split(":", 1)[0] + ":***"
-        netloc = f"{user}@{host}"
-    return f"{scheme}://{netloc}{slash}{tail}"
-
-

@@ -1,10 +1,7 @@
-# ruff: noqa: S608 - SQL is assembled from module constants; values always travel as parameters
 """The PostgreSQL market store (``postgresql://…``): psycopg 3 with a connection pool, Arrow in
-and out through ``COPY``, rollup tables kept current incrementally.
-
-Schema (version 1, applied on open under an advisory lock): ``trades``, ``candles``, the rollup
-tables ``candles_5m`` … ``candles_1w``, ``data_sync_status``, ``pairs``, ``schema_version``.
-Every time-series key holds ``timestamp``, so TimescaleDB is a one-line migration per table
+and out through ``COPY`` (``store.pg_copy``), rollup tables kept current incrementally
+(``store.pg_rollups``), the schema migrated on open (``store.pg_schema``). Every time-series key
+holds ``timestamp``, so TimescaleDB is a one-line migration per table
 (``SELECT create_hypertable('candles', 'timestamp', migrate_data => true)``); nothing here needs
 TimescaleDB.
 
@@ -29,144 +26,60 @@ How it works:
   concurrent writers keep the rollups and the sync counters exact.
 """
 
+# ruff: noqa: S608 - SQL is assembled from module constants; values always travel as parameters
+
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import re
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from krakked.errors import StoreError, UsageError
 from krakked.market.candles import (
     TIMEFRAMES,
     SourceSegment,
     bucket_ceil_us,
-    bucket_floor_us,
     epoch_us,
     from_epoch_us,
-    interval_minutes,
     merge_ranges,
+    timeframe_name,
 )
+from krakked.store.arrow import CANDLE_SCHEMA, PAIR_SCHEMA, TRADE_SCHEMA
 from krakked.store.base import (
-    CANDLE_SCHEMA,
-    PAIR_SCHEMA,
     ROLLUPS,
-    SCHEMA_VERSION,
-    TRADE_SCHEMA,
     MarketStore,
     SyncUpdate,
     batch_coverage,
+    redact_url,
+    sync_target,
 )
+from krakked.store.pg_copy import NUM, copy_in, copy_out, ident, select_out, ts_in
+from krakked.store.pg_rollups import (
+    CANDLE_NAMES,
+    CANDLE_UPDATE,
+    CASCADE,
+    agg_columns,
+    apply_batch_rollups,
+    batch_rollups,
+    bucket_sql,
+    maintain_rollups,
+    rollup_rebuild_sql,
+)
+from krakked.store.pg_schema import migrate
 
-__all__ = ["PostgresStore", "redact_url"]
+__all__ = ["PostgresStore"]
 
-log = logging.getLogger("krakked.store.postgres")
-
-_NUM = "numeric(38,18)"
-_MIGRATION_LOCK = 0x6B72616B6B6564  # "krakked": serializes schema migrations across openers
-_BULK_BUCKETS = 2_000  # touched buckets above which a rollup level is recomputed in one pass
 _BATCH_ROLLUP_ROWS = 2_000  # 1m rows from which a write works out its whole buckets itself
-_COPY_CHUNK = 65_536  # rows per COPY block (encoded in a thread while the previous one is sent)
-_PARSE_BYTES = 4 << 20  # COPY output parsed by Arrow in pieces of about this size, while more comes
-_TF_NAME = {v: k for k, v in TIMEFRAMES.items()}
-_EPOCH = "timestamptz '1970-01-01 00:00:00+00'"
-_MONDAY = "timestamptz '1970-01-05 00:00:00+00'"  # weekly buckets start on Monday (like Kraken)
-
-# -- schema -----------------------------------------------------------------------------------
-
-_CANDLE_COLUMNS_DDL = f"""
-    symbol text NOT NULL,
-    "timestamp" timestamptz NOT NULL,
-    interval_minutes integer NOT NULL,
-    open {_NUM} NOT NULL,
-    high {_NUM} NOT NULL,
-    low {_NUM} NOT NULL,
-    close {_NUM} NOT NULL,
-    volume {_NUM} NOT NULL,
-    quote_volume {_NUM},
-    trade_count bigint,
-    vwap {_NUM},
-    source text"""
-
-_CASCADE: list[tuple[int, int]] = [  # (rollup minutes, the finer level it is built from)
-    (5, 1), (15, 5), (30, 15), (60, 30), (240, 60), (720, 240), (1440, 720), (10080, 1440),
-]
-assert [m for m, _ in _CASCADE] == list(ROLLUPS)
-
-
-def _schema_v1() -> tuple[str, ...]:
-    rollups = tuple(
-        f"""CREATE TABLE {name} ({_CANDLE_COLUMNS_DDL},
-            CHECK (interval_minutes = {minutes}),
-            PRIMARY KEY (symbol, "timestamp"))"""
-        for minutes, name in ROLLUPS.items()
-    )
-    return (
-        f"""CREATE TABLE trades (
-            id bigint NOT NULL,
-            symbol text NOT NULL,
-            "timestamp" timestamptz NOT NULL,
-            price {_NUM} NOT NULL,
-            volume {_NUM} NOT NULL,
-            side text NOT NULL,
-            order_type text,
-            misc text,
-            source text,
-            PRIMARY KEY ("timestamp", symbol, id))""",
-        'CREATE INDEX trades_symbol_time ON trades (symbol, "timestamp", id)',
-        # rows from Kraken's CSV files (no Kraken id): small, and what reconciliation probes
-        'CREATE INDEX trades_without_kraken_id ON trades (symbol, "timestamp") WHERE id < 0',
-        f"""CREATE TABLE candles ({_CANDLE_COLUMNS_DDL},
-            PRIMARY KEY ("timestamp", symbol, interval_minutes))""",
-        "CREATE INDEX candles_symbol_interval_time ON candles "
-        '(symbol, interval_minutes, "timestamp")',
-        *rollups,
-        """CREATE TABLE data_sync_status (
-            symbol text NOT NULL,
-            data_type text NOT NULL,
-            oldest_timestamp timestamptz,
-            newest_timestamp timestamptz,
-            last_sync_at timestamptz NOT NULL,
-            last_kraken_since bigint,
-            total_records bigint NOT NULL DEFAULT 0,
-            PRIMARY KEY (symbol, data_type))""",
-        f"""CREATE TABLE pairs (
-            canonical text PRIMARY KEY,
-            base text, quote text, rest_symbol text, ws_symbol text, wsname text, raw_name text,
-            price_decimals integer, volume_decimals integer,
-            lot_size {_NUM}, ordermin {_NUM}, costmin {_NUM}, tick_size {_NUM},
-            status text, updated_at timestamptz)""",
-    )
 
 
 # -- URLs and errors ----------------------------------------------------------------------------
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (in the user info and in the query)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "postgresql://***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{hostinfo}"
-    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
 
 def _conninfo(url: str) -> str:
     """Accept ``postgres://`` and SQLAlchemy-style ``postgresql+psycopg://`` too."""
@@ -201,270 +114,9 @@ def _secrets(url: str) -> list[str]:
     return found
 
 
-# -- Arrow <-> COPY -----------------------------------------------------------------------------
-
-def _pg_type(t: pa.DataType) -> str:
-    if pa.types.is_decimal(t):
-        return _NUM
-    if pa.types.is_timestamp(t) or pa.types.is_int64(t):
-        return "bigint"  # timestamps travel as Unix microseconds
-    if pa.types.is_integer(t):
-        return "integer"
-    if pa.types.is_boolean(t):
-        return "boolean"
-    return "text"
-
-
-def _q(name: str) -> str:
-    return f'"{name}"'
-
-
-def _ts_in(expr: str) -> str:
-    return f"({_EPOCH} + {expr} * interval '1 microsecond')"
-
-
-def _encode(table: pa.Table, first_ord: int | None) -> bytes:
-    """Rows -> CSV for ``COPY … (FORMAT csv)``: exact decimal text (trailing zeros trimmed),
-    timestamps as Unix microseconds, then a row ordinal — or, with ``first_ord`` None (a
-    COPY straight into a table), timestamps as ISO text in UTC and no ordinal."""
-    cols: list[pa.ChunkedArray | pa.Array] = []
-    for field, col in zip(table.schema, table.columns, strict=True):
-        if pa.types.is_decimal(field.type):
-            col = col.cast(pa.string())
-            if field.type.scale > 0:  # "1.500000…" -> "1.5" ("2." is valid numeric input)
-                # but not Arrow's exponent form of values under 1e-6: "1.00000000E-10" trimmed
-                # would be "1.00000000E-1"
-                col = pc.if_else(pc.match_substring(col, "E"), col,
-                                 pc.utf8_rtrim(col, characters="0"))
-        elif pa.types.is_timestamp(field.type):
-            col = col.cast(pa.timestamp("us", tz="UTC"))
-            col = col.cast(pa.int64()) if first_ord is not None else col.cast(pa.string())
-        cols.append(col)
-    names = list(table.column_names)
-    if first_ord is not None:
-        cols.append(pa.array(range(first_ord, first_ord + table.num_rows), pa.int64()))
-        names.append("_ord")
-    out = io.BytesIO()
-    pacsv.write_csv(pa.table(cols, names=names), out, pacsv.WriteOptions(include_header=False))
-    return out.getvalue()
-
-
-def _copy_in(cur: Any, temp: str, table: pa.Table) -> None:
-    """Create temporary table ``temp`` (dropped at commit) shaped like ``table`` plus ``_ord``,
-    and COPY the rows into it."""
-    cols = ", ".join(f"{_q(f.name)} {_pg_type(f.type)}" for f in table.schema)
-    cur.execute(f"CREATE TEMP TABLE {temp} ({cols}, _ord bigint) ON COMMIT DROP")
-    if not table.num_rows:
-        return
-    with ThreadPoolExecutor(1) as pool, cur.copy(f"COPY {temp} FROM STDIN (FORMAT csv)") as copy:
-        pending: deque[Future[bytes]] = deque()
-        for offset in range(0, table.num_rows, _COPY_CHUNK):
-            pending.append(pool.submit(_encode, table.slice(offset, _COPY_CHUNK), offset))
-            if len(pending) > 2:
-                copy.write(pending.popleft().result())
-        while pending:
-            copy.write(pending.popleft().result())
-
-
-def _select_out(schema: pa.Schema, alias: str = "") -> str:
-    """A SELECT list in ``schema`` order for ``_copy_out``: decimals without trailing zeros
-    (less to send and parse; the value is unchanged)."""
-    prefix = f"{alias}." if alias else ""
-    return ", ".join(
-        f"trim_scale({prefix}{_q(f.name)}) AS {_q(f.name)}" if pa.types.is_decimal(f.type)
-        else f"{prefix}{_q(f.name)}"
-        for f in schema
-    )
-
-
-def _copy_out(cur: Any, query: str, params: Sequence[Any] | dict[str, Any],
-              schema: pa.Schema) -> pa.Table:
-    """Run ``query`` (columns as ``_select_out`` gives them) through ``COPY … TO STDOUT`` and
-    parse it with Arrow into ``schema``. Timestamps arrive as ISO text in UTC (the pool's
-    sessions use ``TimeZone=UTC``, ``DateStyle=ISO``).
-
-    libpq hands COPY data over one row at a time; every ``_PARSE_BYTES`` of whole rows go to
-    Arrow's CSV reader in a worker thread while the next rows arrive, so parsing overlaps the
-    transfer instead of following it."""
-    read = pacsv.ReadOptions(column_names=schema.names)
-    convert = pacsv.ConvertOptions(
-        column_types={f.name: f.type for f in schema}, null_values=[""],
-        strings_can_be_null=True, quoted_strings_can_be_null=False)
-
-    def parse(rows: bytearray) -> pa.Table:
-        return pacsv.read_csv(pa.py_buffer(rows), read_options=read, convert_options=convert)
-
-    parts: list[Future[pa.Table]] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="krakked-csv") as pool:
-        buf = bytearray()
-        with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)", params) as copy:
-            for row in copy:  # one whole row each (libpq's COPY protocol)
-                buf += row
-                if len(buf) >= _PARSE_BYTES:
-                    parts.append(pool.submit(parse, buf))
-                    buf = bytearray()
-        if buf:
-            parts.append(pool.submit(parse, buf))
-        tables = [part.result() for part in parts]
-    if not tables:
-        return schema.empty_table()
-    return pa.concat_tables(tables).cast(schema)
-
-
-# -- aggregation SQL ----------------------------------------------------------------------------
-
-def _bucket(minutes: int, expr: str) -> str:
-    origin = _MONDAY if minutes == 10080 else _EPOCH
-    return f"date_bin(interval '{minutes} minutes', {expr}, {origin})"
-
-
-def _agg_columns(minutes: int, bucket: str) -> str:
-    """Aggregates of source rows ``s`` into one candle per (symbol, ``bucket``) — the rule of
-    ``store.duckdb.aggregate_query``: rows without volume (Kraken's filler for intervals
-    without trades, repeating the previous close) count for the close only."""
-    quote = "CASE WHEN s.volume = 0 THEN 0 ELSE coalesce(s.quote_volume, s.vwap * s.volume) END"
-    full = f"count(*) = count({quote})"
-    close = '(array_agg(s.close ORDER BY s."timestamp" DESC))[1]'
-    traded = "FILTER (WHERE s.volume > 0)"
-    return f"""s.symbol, {bucket} AS "timestamp", {minutes} AS interval_minutes,
-        coalesce((array_agg(s.open ORDER BY s."timestamp") {traded})[1], {close}) AS open,
-        coalesce(max(s.high) {traded}, {close}) AS high,
-        coalesce(min(s.low) {traded}, {close}) AS low,
-        {close} AS close,
-        sum(s.volume) AS volume,
-        CASE WHEN {full} THEN round(sum({quote}), 18) END AS quote_volume,
-        sum(s.trade_count) AS trade_count,
-        CASE WHEN {full} AND sum(s.volume) <> 0
-             THEN round(sum({quote}) / sum(s.volume), 18) END AS vwap,
-        CASE WHEN count(s.source) = 0 THEN NULL
-             WHEN count(s.source) = count(*) AND min(s.source) = max(s.source) THEN min(s.source)
-             ELSE 'trades' END AS source"""
-
-
-def _covered(symbol: str, bucket: str, minutes: int) -> str:
-    """SQL: the 1-minute coverage of ``symbol`` spans the whole ``minutes`` bucket opening at
-    ``bucket`` (only such buckets are kept in the rollup tables: never a partial one)."""
-    return f"""EXISTS (SELECT 1 FROM candle_coverage cv WHERE cv.symbol = {symbol}
-        AND cv.interval_minutes = 1 AND cv.covered_from <= {bucket}
-        AND cv.covered_until >= {bucket} + interval '{minutes} minutes')"""
-
-
-def _rollup_source(level: int) -> tuple[str, str]:
-    """(table, extra condition) holding the rows a rollup of ``level``'s finer level."""
-    if level == 1:
-        return "candles", "AND s.interval_minutes = 1"
-    return ROLLUPS[level], ""
-
-
-_CANDLE_NAMES = ", ".join(_q(n) for n in CANDLE_SCHEMA.names)
-_CANDLE_VALUES = [_q(n) for n in CANDLE_SCHEMA.names
-                  if n not in ("symbol", "timestamp", "interval_minutes")]
-_CANDLE_UPDATE = ", ".join(f"{n} = excluded.{n}" for n in _CANDLE_VALUES)
-_ROLLUP_UPDATE = (f"{_CANDLE_UPDATE} WHERE ({', '.join(f'd.{n}' for n in _CANDLE_VALUES)}) "
-                  f"IS DISTINCT FROM ({', '.join(f'excluded.{n}' for n in _CANDLE_VALUES)})")
-"""A rollup row is rewritten (and reported upwards) only when its values change."""
-
-
-def _rollup_touched_sql(minutes: int, finer: int, touched: str, out: str) -> str:
-    """Recompute the ``minutes`` buckets holding the (symbol, timestamp) rows of ``touched``;
-    record the buckets written in ``out``. Each bucket reads its own index range, whatever the
-    planner's statistics say (a late minute costs one bucket per level)."""
-    src, cond = _rollup_source(finer)
-    return f"""
-        WITH w AS (
-            INSERT INTO {ROLLUPS[minutes]} AS d ({_CANDLE_NAMES})
-            SELECT a.* FROM (
-                SELECT DISTINCT symbol, {_bucket(minutes, '"timestamp"')} AS b
-                FROM {touched}) t
-            CROSS JOIN LATERAL (
-                SELECT {_agg_columns(minutes, "t.b")} FROM {src} s
-                WHERE s.symbol = t.symbol AND s."timestamp" >= t.b
-                  AND s."timestamp" < t.b + interval '{minutes} minutes' {cond}
-                GROUP BY s.symbol) a
-            WHERE {_covered("t.symbol", "t.b", minutes)}
-            ORDER BY a.symbol, a."timestamp"
-            ON CONFLICT (symbol, "timestamp") DO UPDATE SET {_ROLLUP_UPDATE}
-            RETURNING d.symbol, d."timestamp")
-        INSERT INTO {out} SELECT symbol, "timestamp" FROM w"""
-
-
-def _rollup_bulk_sql(minutes: int, finer: int, touched: str, out: str) -> str:
-    """``_rollup_touched_sql`` for many touched buckets: one pass over the source rows between
-    the first and the last touched bucket (parameters: symbols, start, end), hash-joined to the
-    touched buckets (run with nested loops off, so no statistics can make it quadratic)."""
-    src, cond = _rollup_source(finer)
-    return f"""
-        WITH t AS (
-            SELECT DISTINCT symbol, {_bucket(minutes, '"timestamp"')} AS b FROM {touched}),
-        w AS (
-            INSERT INTO {ROLLUPS[minutes]} AS d ({_CANDLE_NAMES})
-            SELECT a.* FROM (
-                SELECT {_agg_columns(minutes, "t.b")}
-                FROM {src} s
-                JOIN t ON t.symbol = s.symbol AND t.b = {_bucket(minutes, 's."timestamp"')}
-                WHERE s.symbol = ANY(%s) AND s."timestamp" >= %s AND s."timestamp" < %s {cond}
-                GROUP BY s.symbol, t.b) a
-            WHERE {_covered("a.symbol", 'a."timestamp"', minutes)}
-            ORDER BY a.symbol, a."timestamp"
-            ON CONFLICT (symbol, "timestamp") DO UPDATE SET {_ROLLUP_UPDATE}
-            RETURNING d.symbol, d."timestamp")
-        INSERT INTO {out} SELECT symbol, "timestamp" FROM w"""
-
-
-def _rollup_range_sql(minutes: int, finer: int, out: str) -> str:
-    """Recompute every ``minutes`` bucket between two bucket boundaries (parameters: symbols,
-    start, end) — for writes that touch (nearly) all of them; record the buckets changed."""
-    src, cond = _rollup_source(finer)
-    bucket = _bucket(minutes, 's."timestamp"')
-    return f"""
-        WITH w AS (
-            INSERT INTO {ROLLUPS[minutes]} AS d ({_CANDLE_NAMES})
-            SELECT a.* FROM (
-                SELECT {_agg_columns(minutes, bucket)}
-                FROM {src} s
-                WHERE s.symbol = ANY(%s) AND s."timestamp" >= %s AND s."timestamp" < %s {cond}
-                GROUP BY s.symbol, {bucket}) a
-            WHERE {_covered("a.symbol", 'a."timestamp"', minutes)}
-            ORDER BY a.symbol, a."timestamp"
-            ON CONFLICT (symbol, "timestamp") DO UPDATE SET {_ROLLUP_UPDATE}
-            RETURNING d.symbol, d."timestamp")
-        INSERT INTO {out} SELECT symbol, "timestamp" FROM w"""
-
-
-def _rollup_rebuild_sql(minutes: int, finer: int) -> str:
-    src, cond = _rollup_source(finer)
-    bucket = _bucket(minutes, 's."timestamp"')
-    return f"""
-        INSERT INTO {ROLLUPS[minutes]} ({_CANDLE_NAMES})
-        SELECT a.* FROM (
-            SELECT {_agg_columns(minutes, bucket)}
-            FROM {src} s WHERE true {cond}
-            GROUP BY s.symbol, {bucket}) a
-        WHERE {_covered("a.symbol", 'a."timestamp"', minutes)}"""
-
-
-def _sync_target(update: SyncUpdate, kind: str | None = None) -> tuple[str, int | None]:
-    """``data_type`` -> (``trades`` | ``candles``, interval minutes or None); an
-    ``UsageError`` naming it if it describes neither (or not ``kind`` when given)."""
-    target: tuple[str, int | None] | None = None
-    if update.data_type == "trades":
-        target = ("trades", None)
-    elif update.data_type.startswith("candles_"):
-        with contextlib.suppress(UsageError):
-            target = ("candles", interval_minutes(update.data_type.removeprefix("candles_")))
-    if target is None:
-        raise UsageError(
-            f"data_sync_status data_type must be trades or candles_<timeframe> "
-            f"({', '.join(TIMEFRAMES)}), not {update.data_type!r}")
-    if kind is not None and target[0] != kind:
-        raise UsageError(
-            f"sync status {update.data_type!r} does not describe the {kind} written")
-    return target
-
-
 def _status_source(data_type: str) -> tuple[str, tuple[Any, ...]]:
     """(FROM … WHERE clause with a ``%s`` for the symbol, extra params) behind a data type."""
-    kind, minutes = _sync_target(SyncUpdate("", data_type))
+    kind, minutes = sync_target(SyncUpdate("", data_type))
     if kind == "trades":
         return "trades WHERE symbol = %s", ()
     return "candles WHERE symbol = %s AND interval_minutes = %s", (minutes,)
@@ -478,88 +130,6 @@ def _subtract_all(piece: tuple[int, int], ranges: Sequence[tuple[int, int]]
         parts = [p for x, y in parts
                  for p in ((x, min(y, a)), (max(x, b), y)) if p[1] > p[0]]
     return parts
-
-
-@dataclass(frozen=True)
-class _BatchRollups:
-    """What a candle batch's 1m rows say of the rollups by themselves."""
-
-    minutes: int  # 1m rows, one per key
-    levels: list[tuple[int, bytes]]  # per rollup level: the buckets the batch fills whole,
-    # as COPY csv (encoded here, off the connection's critical path)
-    runs: list[tuple[str, int, int]]  # (symbol, from, until): its runs of minutes (epoch µs)
-
-
-def _batch_rollups(table: pa.Table) -> _BatchRollups:
-    """The batch's 1m candles, one per key as the upsert keeps them (the highest volume, the
-    later row on a tie); per rollup level in cascade order, the buckets they fill whole,
-    aggregated exactly (a level's from the whole buckets of the level below); and the ends of
-    their runs."""
-    import duckdb
-
-    from krakked.store.duckdb import aggregate_query, dedupe_candles_query, row_index, to_arrow
-
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("__raw", row_index(table.filter(pc.equal(table["interval_minutes"], 1))))
-        ones = to_arrow(con.sql(dedupe_candles_query("__raw", "__i"))).cast(CANDLE_SCHEMA)
-        con.register("__level_1", ones)
-        levels: list[tuple[int, bytes]] = []
-        for minutes, finer in _CASCADE:
-            source = (f"(SELECT * FROM __level_{finer} QUALIFY count(*) OVER (PARTITION BY "
-                      f"symbol, {_duck_bucket(minutes)}) = {minutes // finer})")
-            level = to_arrow(con.sql(aggregate_query(source, finer, minutes))).cast(
-                CANDLE_SCHEMA)
-            if not level.num_rows:
-                break
-            con.register(f"__level_{minutes}", level)
-            levels.append((minutes, _encode(level, None)))
-    finally:
-        con.close()
-    runs = [(symbol, a, b) for (symbol, _), ranges in batch_coverage(ones).items()
-            for a, b in ranges]
-    return _BatchRollups(ones.num_rows, levels, runs)
-
-
-def _duck_bucket(minutes: int) -> str:
-    from krakked.store.duckdb import bucket_us
-
-    return bucket_us("epoch_us(timestamp)", minutes)
-
-
-# -- migrations -------------------------------------------------------------------------------
-
-def _schema_v2() -> tuple[str, ...]:
-    run = ('extract(epoch FROM "timestamp")::bigint / (interval_minutes * 60) - row_number() '
-           'OVER (PARTITION BY symbol, interval_minutes ORDER BY "timestamp")')
-    return (
-        """CREATE TABLE candle_coverage (
-            symbol text NOT NULL,
-            interval_minutes integer NOT NULL,
-            covered_from timestamptz NOT NULL,
-            covered_until timestamptz NOT NULL,
-            PRIMARY KEY (symbol, interval_minutes, covered_from))""",
-        # What a store of version 1 holds vouches for the runs of consecutive candles it has.
-        f"""INSERT INTO candle_coverage
-            SELECT symbol, interval_minutes, min("timestamp"),
-                   max("timestamp") + make_interval(mins => interval_minutes)
-            FROM (SELECT symbol, interval_minutes, "timestamp", {run} AS run FROM candles) r
-            GROUP BY symbol, interval_minutes, run""",
-        # Rollups rebuilt: only buckets the 1-minute coverage spans, zero-volume rule.
-        "TRUNCATE " + ", ".join(ROLLUPS.values()),
-        *(_rollup_rebuild_sql(minutes, finer) for minutes, finer in _CASCADE),
-    )
-
-
-_MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
-    (1, "market store: trades, candles, rollups, data_sync_status, pairs", _schema_v1()),
-    (2, "candle_coverage (recorded coverage per candle series, filled with the runs of "
-        "consecutive candles stored); rollups rebuilt with only the buckets it spans",
-     _schema_v2()),
-]
-"""(version, what it does, statements). Append a step to change the schema; never edit one."""
-assert _MIGRATIONS[-1][0] == SCHEMA_VERSION
 
 
 # -- the store ----------------------------------------------------------------------------------
@@ -584,7 +154,7 @@ class PostgresStore(MarketStore):
 
         try:
             with psycopg.connect(conninfo, connect_timeout=max(1, int(connect_timeout))) as conn:
-                self._migrate(conn)
+                migrate(conn)
         except psycopg.Error as exc:
             raise self._error("cannot open the PostgreSQL store", exc) from None
         self._pool = ConnectionPool(
@@ -615,29 +185,6 @@ class PostgresStore(MarketStore):
                 yield cur
         except psycopg.Error as exc:
             raise self._error(f"PostgreSQL store: {what} failed", exc) from None
-
-    @staticmethod
-    def _migrate(conn: Any) -> None:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            conn.execute("""CREATE TABLE IF NOT EXISTS schema_version (
-                version integer PRIMARY KEY,
-                description text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now())""")
-            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-            current = int(row[0])
-            if current > SCHEMA_VERSION:
-                raise StoreError(f"the database schema is version {current}, newer than this "
-                                 f"krakked understands ({SCHEMA_VERSION}); upgrade krakked")
-            for version, description, statements in _MIGRATIONS:
-                if version <= current:
-                    continue
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version, description) VALUES (%s, %s)",
-                             (version, description))
-                log.info("PostgreSQL store: applied schema version %d (%s)", version,
-                         description)
 
     @staticmethod
     def _lock_symbols(cur: Any, symbols: set[str]) -> None:
@@ -680,49 +227,13 @@ class PostgresStore(MarketStore):
                     SELECT %s, %s, x.*, now(), %s FROM ({stats}) x""",
                 (update.symbol, update.data_type, update.last_kraken_since, *args))
 
-    @staticmethod
-    def _maintain_rollups(cur: Any, touched: str, *, prune: bool = True) -> None:
-        """Recompute the rollup buckets holding the 1m (symbol, timestamp) rows in ``touched``,
-        level by level, each level only where the level below changed: bucket by bucket when
-        few or scattered, in one pass when many (every bucket of the span when nearly all).
-        ``prune=False`` recomputes every level (after rows were deleted under it)."""
-        previous, changed = touched, -1
-        for minutes, finer in _CASCADE:
-            if changed == 0 and prune:
-                break  # nothing changed below: nothing above can change
-            out = f"_kk_touched_{minutes}"
-            cur.execute(f"DROP TABLE IF EXISTS {out}")  # (a second pass in one transaction)
-            cur.execute(f'CREATE TEMP TABLE {out} (symbol text, "timestamp" timestamptz) '
-                        "ON COMMIT DROP")
-            buckets, density = 0, 0.0
-            if changed < 0 or changed > _BULK_BUCKETS:  # (changed is -1 on the first level)
-                cur.execute(f"""SELECT count(*), array_agg(DISTINCT symbol), min(b),
-                                       max(b) + interval '{minutes} minutes'
-                                FROM (SELECT DISTINCT symbol,
-                                      {_bucket(minutes, '"timestamp"')} AS b
-                                      FROM {previous}) t""")
-                buckets, symbols, lo, hi = cur.fetchone()
-                if buckets:
-                    span = (hi - lo).total_seconds() / 60 / minutes * len(symbols)
-                    density = buckets / span
-            if buckets > _BULK_BUCKETS and density >= 0.9:
-                cur.execute(_rollup_range_sql(minutes, finer, out), (symbols, lo, hi))
-            elif buckets > _BULK_BUCKETS and density >= 0.2:
-                cur.execute("SET LOCAL enable_nestloop = off")
-                cur.execute(_rollup_bulk_sql(minutes, finer, previous, out), (symbols, lo, hi))
-                cur.execute("SET LOCAL enable_nestloop = on")
-            else:
-                cur.execute(_rollup_touched_sql(minutes, finer, previous, out))
-            changed = cur.rowcount
-            previous = out if prune else touched  # unpruned: the same instants, every level
-
     # -- writing ---------------------------------------------------------------------------
 
     def write_candles(self, table: pa.Table, sync: Sequence[SyncUpdate] = (),
                       coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]] | None = None
                       ) -> int:
         for update in sync:
-            _sync_target(update, "candles")
+            sync_target(update, "candles")
         table = table.select(CANDLE_SCHEMA.names)
         if coverage is None:
             coverage = batch_coverage(table)
@@ -741,7 +252,7 @@ class PostgresStore(MarketStore):
                 cur.execute('CREATE TEMP TABLE _kk_cover_ends (symbol text, '
                             '"timestamp" timestamptz) ON COMMIT DROP')
                 cur.executemany("INSERT INTO _kk_cover_ends VALUES (%s, %s)", added)
-                self._maintain_rollups(cur, "_kk_cover_ends", prune=False)
+                maintain_rollups(cur, "_kk_cover_ends", prune=False)
             self._apply_sync(cur, sync)
         return written
 
@@ -778,21 +289,21 @@ class PostgresStore(MarketStore):
         with ThreadPoolExecutor(1) as pool:
             # A large batch's own rollups are worked out while the server upserts it (after
             # the COPY, whose encoding wants this process's cores); they are used if every 1m
-            # row of the batch wins (see _apply_batch_rollups).
-            _copy_in(cur, "_kk_in_candles", table)
+            # row of the batch wins (see pg_rollups.apply_batch_rollups).
+            copy_in(cur, "_kk_in_candles", table)
             ones = pc.sum(pc.equal(table["interval_minutes"], 1)).as_py() or 0
-            batch = pool.submit(_batch_rollups, table) if ones >= _BATCH_ROLLUP_ROWS else None
-            cols = ", ".join(_ts_in('"timestamp"') if n == "timestamp" else _q(n)
+            batch = pool.submit(batch_rollups, table) if ones >= _BATCH_ROLLUP_ROWS else None
+            cols = ", ".join(ts_in('"timestamp"') if n == "timestamp" else ident(n)
                              for n in CANDLE_SCHEMA.names)
             cur.execute(f"""
                 WITH up AS (
-                    INSERT INTO candles AS c ({_CANDLE_NAMES})
+                    INSERT INTO candles AS c ({CANDLE_NAMES})
                     SELECT {cols} FROM (
                         SELECT DISTINCT ON ("timestamp", symbol, interval_minutes) *
                         FROM _kk_in_candles
                         ORDER BY "timestamp", symbol, interval_minutes, volume DESC, _ord DESC) i
                     ON CONFLICT ("timestamp", symbol, interval_minutes) DO UPDATE
-                    SET {_CANDLE_UPDATE} WHERE excluded.volume >= c.volume
+                    SET {CANDLE_UPDATE} WHERE excluded.volume >= c.volume
                     RETURNING c.symbol, c.interval_minutes, c.xmax = 0 AS inserted)
                 SELECT symbol, interval_minutes, count(*) FILTER (WHERE inserted), count(*)
                 FROM up GROUP BY symbol, interval_minutes""")
@@ -800,49 +311,22 @@ class PostgresStore(MarketStore):
             changed_minutes = sum(n for _, minutes, _, n in groups if minutes == 1)
             rollups = batch.result() if batch is not None else None
         if rollups is not None and changed_minutes == rollups.minutes:
-            self._apply_batch_rollups(cur, rollups)
+            apply_batch_rollups(cur, rollups)
         elif changed_minutes:
             # the batch's minutes: those that lost to a stored fuller candle changed nothing,
             # and recomputing their buckets finds that
             cur.execute("ANALYZE _kk_in_candles")
-            self._maintain_rollups(cur, f'(SELECT symbol, {_ts_in(_q("timestamp"))} AS '
+            maintain_rollups(cur, f'(SELECT symbol, {ts_in(ident("timestamp"))} AS '
                                         '"timestamp" FROM _kk_in_candles '
                                         "WHERE interval_minutes = 1) AS changed")
         self._refresh_status(cur, {
-            (symbol, f"candles_{_TF_NAME[minutes]}"): inserted
-            for symbol, minutes, inserted, _ in groups if minutes in _TF_NAME})
+            (symbol, f"candles_{timeframe_name(minutes)}"): inserted
+            for symbol, minutes, inserted, _ in groups if minutes in TIMEFRAMES.values()})
         return sum(int(n) for *_, n in groups)
-
-    def _apply_batch_rollups(self, cur: Any, rollups: _BatchRollups) -> None:
-        """Rollups of a write whose every 1m row was stored: at each level, the buckets the
-        batch fills whole (those inside its runs of minutes) are replaced by the batch's own
-        aggregates (``rollups``: by the rule of ``store.duckdb.aggregate_query``, the one the SQL
-        here follows); the buckets holding the first or last minute of a run — the only ones
-        it touches without filling — are recomputed from the stored rows."""
-        cur.execute('CREATE TEMP TABLE _kk_whole (minutes integer, symbol text, '
-                    'lo timestamptz, hi timestamptz) ON COMMIT DROP')
-        cur.executemany("INSERT INTO _kk_whole VALUES (%s, %s, %s, %s)", [
-            (minutes, symbol, from_epoch_us(bucket_ceil_us(a, minutes)),
-             from_epoch_us(bucket_floor_us(b, minutes)))
-            for minutes, _ in rollups.levels for symbol, a, b in rollups.runs])
-        for minutes, rows in rollups.levels:
-            cur.execute(f"""DELETE FROM {ROLLUPS[minutes]} d USING _kk_whole w
-                            WHERE w.minutes = %s AND d.symbol = w.symbol
-                              AND d."timestamp" >= w.lo AND d."timestamp" < w.hi""",
-                        (minutes,))
-            with cur.copy(f"COPY {ROLLUPS[minutes]} ({_CANDLE_NAMES}) FROM STDIN "
-                          "(FORMAT csv)") as copy:
-                copy.write(rows)
-        cur.execute('CREATE TEMP TABLE _kk_run_ends (symbol text, "timestamp" timestamptz) '
-                    "ON COMMIT DROP")
-        cur.executemany("INSERT INTO _kk_run_ends VALUES (%s, %s)", [
-            (symbol, from_epoch_us(us)) for symbol, a, b in rollups.runs
-            for us in sorted({a, b - 60_000_000})])
-        self._maintain_rollups(cur, "_kk_run_ends", prune=False)
 
     def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
         for update in sync:
-            _sync_target(update, "trades")
+            sync_target(update, "trades")
         table = table.select(TRADE_SCHEMA.names)
         symbols = set(pc.unique(table["symbol"]).to_pylist()) if table.num_rows else set()
         with self._transaction("writing trades") as cur:
@@ -853,11 +337,11 @@ class PostgresStore(MarketStore):
 
     def _insert_trades(self, cur: Any, table: pa.Table) -> int:
         cur.execute("SET LOCAL work_mem = '128MB'")
-        _copy_in(cur, "_kk_in_trades", table)
+        copy_in(cur, "_kk_in_trades", table)
         cur.execute('CREATE TEMP TABLE _kk_new (symbol text, "timestamp" timestamptz, '
-                    f"price {_NUM}, volume {_NUM}, kraken_id boolean) ON COMMIT DROP")
-        names = ", ".join(_q(n) for n in TRADE_SCHEMA.names)
-        rest = ", ".join(_ts_in('"timestamp"') if n == "timestamp" else _q(n)
+                    f"price {NUM}, volume {NUM}, kraken_id boolean) ON COMMIT DROP")
+        names = ", ".join(ident(n) for n in TRADE_SCHEMA.names)
+        rest = ", ".join(ts_in('"timestamp"') if n == "timestamp" else ident(n)
                          for n in TRADE_SCHEMA.names[1:])
         has_api = bool(pc.any(pc.is_valid(table["id"])).as_py())
         has_csv = bool(pc.any(pc.is_null(table["id"])).as_py())
@@ -877,8 +361,8 @@ class PostgresStore(MarketStore):
                        SELECT symbol, min("timestamp") AS lo, max("timestamp") AS hi
                        FROM _kk_in_trades WHERE id IS NULL GROUP BY symbol) r
                      ON a.symbol = r.symbol AND a.id >= 0
-                    AND a."timestamp" >= """ + _ts_in("r.lo") + """ - interval '1 second'
-                    AND a."timestamp" < """ + _ts_in("r.hi") + """ + interval '1 second')""")
+                    AND a."timestamp" >= """ + ts_in("r.lo") + """ - interval '1 second'
+                    AND a."timestamp" < """ + ts_in("r.hi") + """ + interval '1 second')""")
             overlaps_api = bool(cur.fetchone()[0])
             not_stored = f"""AND NOT EXISTS (
                 SELECT 1 FROM trades a WHERE a.symbol = i.symbol AND a.id >= 0
@@ -886,7 +370,7 @@ class PostgresStore(MarketStore):
                 AND a."timestamp" >= {second} AND a."timestamp" < {second} + interval '1 second')"""
             cur.execute(f"""
                 WITH i AS (
-                    SELECT *, {_ts_in('"timestamp"')} AS ts, row_number() OVER (
+                    SELECT *, {ts_in('"timestamp"')} AS ts, row_number() OVER (
                         PARTITION BY symbol, "timestamp", price, volume ORDER BY _ord) AS n
                     FROM _kk_in_trades WHERE id IS NULL),
                 ins AS (
@@ -925,11 +409,11 @@ class PostgresStore(MarketStore):
 
     def write_pairs(self, table: pa.Table) -> None:
         table = table.select(PAIR_SCHEMA.names).cast(PAIR_SCHEMA)
-        names = ", ".join(_q(n) for n in PAIR_SCHEMA.names)
-        cols = ", ".join(_ts_in(_q(f.name)) if pa.types.is_timestamp(f.type) else _q(f.name)
+        names = ", ".join(ident(n) for n in PAIR_SCHEMA.names)
+        cols = ", ".join(ts_in(ident(f.name)) if pa.types.is_timestamp(f.type) else ident(f.name)
                          for f in PAIR_SCHEMA)
         with self._transaction("writing pairs") as cur:
-            _copy_in(cur, "_kk_in_pairs", table)
+            copy_in(cur, "_kk_in_pairs", table)
             cur.execute("DELETE FROM pairs")
             cur.execute(f"""INSERT INTO pairs ({names})
                 SELECT DISTINCT ON (canonical) {cols} FROM _kk_in_pairs
@@ -963,11 +447,11 @@ class PostgresStore(MarketStore):
             window = " OR ".join(['(s."timestamp" >= %s AND s."timestamp" < %s)'] * len(ranges))
             bounds = [from_epoch_us(x) for r in ranges for x in r]
             if source == minutes:
-                parts.append(f"""SELECT {_select_out(CANDLE_SCHEMA, 's')} FROM candles s
+                parts.append(f"""SELECT {select_out(CANDLE_SCHEMA, 's')} FROM candles s
                     WHERE s.symbol = %s AND s.interval_minutes = %s AND ({window})""")
                 params += [symbol, minutes, *bounds]
             elif source == 1 and minutes in ROLLUPS:
-                parts.append(f"""SELECT {_select_out(CANDLE_SCHEMA, 's')}
+                parts.append(f"""SELECT {select_out(CANDLE_SCHEMA, 's')}
                     FROM {ROLLUPS[minutes]} s WHERE s.symbol = %s AND ({window})""")
                 params += [symbol, *bounds]
             else:
@@ -976,9 +460,9 @@ class PostgresStore(MarketStore):
                     table, cond, extra = ROLLUPS[level], "", []
                 else:
                     table, cond, extra = "candles", "AND s.interval_minutes = %s", [source]
-                bucket = _bucket(minutes, 's."timestamp"')
-                parts.append(f"""SELECT {_select_out(CANDLE_SCHEMA, 's')} FROM (
-                    SELECT {_agg_columns(minutes, bucket)} FROM {table} s
+                bucket = bucket_sql(minutes, 's."timestamp"')
+                parts.append(f"""SELECT {select_out(CANDLE_SCHEMA, 's')} FROM (
+                    SELECT {agg_columns(minutes, bucket)} FROM {table} s
                     WHERE s.symbol = %s {cond} AND ({window})
                     GROUP BY s.symbol, {bucket}) s""")
                 params += [symbol, *extra, *bounds]
@@ -986,7 +470,7 @@ class PostgresStore(MarketStore):
             return CANDLE_SCHEMA.empty_table()
         query = " UNION ALL ".join(f"({p})" for p in parts)
         with self._transaction("reading candles") as cur:
-            return _copy_out(cur, query, params, CANDLE_SCHEMA)
+            return copy_out(cur, query, params, CANDLE_SCHEMA)
 
     def last_closes(self, symbol: str, asks: Sequence[tuple[int, int, int]]
                     ) -> list[tuple[Any, str | None] | None]:
@@ -1005,7 +489,7 @@ class PostgresStore(MarketStore):
 
     def read_trades(self, symbol: str, start: datetime | None = None,
                     end: datetime | None = None, limit: int | None = None) -> pa.Table:
-        cols = _select_out(TRADE_SCHEMA, "s").replace(
+        cols = select_out(TRADE_SCHEMA, "s").replace(
             's."id"', 'CASE WHEN s."id" < 0 THEN NULL ELSE s."id" END', 1)
         query = (f"SELECT {cols} FROM trades s WHERE s.symbol = %(symbol)s"
                  + (' AND s."timestamp" >= %(start)s' if start else "")
@@ -1015,11 +499,11 @@ class PostgresStore(MarketStore):
         params = {"symbol": symbol, "start": start, "end": end,
                   "limit": max(0, limit) if limit is not None else None}
         with self._transaction("reading trades") as cur:
-            return _copy_out(cur, query, params, TRADE_SCHEMA)
+            return copy_out(cur, query, params, TRADE_SCHEMA)
 
     def read_pairs(self) -> pa.Table:
         with self._transaction("reading pairs") as cur:
-            return _copy_out(cur, f"SELECT {_select_out(PAIR_SCHEMA)} FROM pairs "
+            return copy_out(cur, f"SELECT {select_out(PAIR_SCHEMA)} FROM pairs "
                              "ORDER BY canonical", (), PAIR_SCHEMA)
 
     def coverage(self, symbol: str | None = None) -> list[dict[str, Any]]:
@@ -1093,12 +577,12 @@ class PostgresStore(MarketStore):
                 cur.execute("""CREATE TEMP TABLE _kk_touched_1 ON COMMIT DROP AS
                     SELECT DISTINCT symbol, %s::timestamptz AS "timestamp" FROM candles
                     WHERE interval_minutes = 1""", (cutoff,))
-                self._maintain_rollups(cur, "_kk_touched_1", prune=False)
+                maintain_rollups(cur, "_kk_touched_1", prune=False)
             if deleted:
                 cur.execute("SELECT symbol, data_type FROM data_sync_status")
                 for symbol, data_type in cur.fetchall():
                     with contextlib.suppress(UsageError):
-                        if _sync_target(SyncUpdate(symbol, data_type))[0] == kind:
+                        if sync_target(SyncUpdate(symbol, data_type))[0] == kind:
                             self._recount_status(cur, symbol, data_type)
         return deleted
 
@@ -1132,8 +616,8 @@ class PostgresStore(MarketStore):
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('krakked:rollups', 0))")
             cur.execute("LOCK TABLE candles IN SHARE MODE")  # no 1m writes while rebuilding
             cur.execute("TRUNCATE " + ", ".join(ROLLUPS.values()))
-            for minutes, finer in _CASCADE:
-                cur.execute(_rollup_rebuild_sql(minutes, finer))
+            for minutes, finer in CASCADE:
+                cur.execute(rollup_rebuild_sql(minutes, finer))
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -1146,4 +630,3 @@ def _configure(conn: Any) -> None:
     conn.execute("SET TIME ZONE 'UTC'")
     conn.execute("SET DateStyle = 'ISO'")
     conn.commit()
-

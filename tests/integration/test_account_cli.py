@@ -251,7 +251,7 @@ def test_reset_all_without_a_terminal_refuses_unless_yes(env, capsys) -> None:
 
 
 def test_reset_all_on_a_terminal_asks_and_a_no_drops_nothing(env, monkeypatch) -> None:
-    monkeypatch.setattr("krakked.cli._interactive", lambda: True)
+    monkeypatch.setattr("krakked.cli.common.interactive", lambda: True)
     assert run("account", "sync", "--resources", "executions").exit_code == 0
     before = _rows()
     declined = CliRunner().invoke(app, ["account", "reset", "--all"], input="n\n")
@@ -288,7 +288,7 @@ def test_sync_without_a_terminal_logs_progress_per_resource(env) -> None:
 
 def test_sync_on_a_terminal_shows_a_live_display_on_stderr(env, monkeypatch) -> None:
     screen = io.StringIO()
-    monkeypatch.setattr("krakked.cli.err", Console(file=screen, force_terminal=True,
+    monkeypatch.setattr("krakked.cli.common.err", Console(file=screen, force_terminal=True,
                                                    width=220, color_system=None))
     result = run("account", "sync", "--resources", "executions", "account_log")
     assert result.exit_code == 0, result.output

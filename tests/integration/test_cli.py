@@ -279,12 +279,12 @@ def test_bad_usage_is_one_line_and_exit_code_2(env, capsys, args, fragment) -> N
 
 def test_an_unexpected_error_is_still_one_line_and_v_shows_the_traceback(
         env, capsys, monkeypatch) -> None:
-    import krakked.cli as cli_module
+    import krakked.cli.common as cli_module
 
     def broken() -> None:
         raise RuntimeError("something we did not foresee")
 
-    monkeypatch.setattr(cli_module, "_settings", broken)
+    monkeypatch.setattr(cli_module, "current_settings", broken)
     with pytest.raises(SystemExit) as info:
         main(["config", "show"])
     assert info.value.code == 1

@@ -1,0 +1,5 @@
+"""``python -m krakked.cli``."""
+
+from krakked.cli import main
+
+main()

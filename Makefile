@@ -15,10 +15,12 @@ demo: bootstrap
 test: bootstrap
 	@bash scripts/ensure-postgres
 	$(UV) run ruff check src tests bench
+	$(UV) run lint-imports
 	$(UV) run pytest --cov=krakked --cov-report=term-missing --cov-fail-under=80
 
 lint: bootstrap
 	$(UV) run ruff check src tests bench
+	$(UV) run lint-imports
 
 fmt: bootstrap
 	$(UV) run ruff check --fix src tests bench

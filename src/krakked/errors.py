@@ -30,6 +30,7 @@ Every class has an ``exit_code`` the CLI uses, distinct per class.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "StoreNotFoundError",
     "UnknownPairError",
     "UsageError",
+    "first_line",
 ]
 
 
@@ -237,3 +239,14 @@ class StoreNotFoundError(StoreError):
     file or directory)."""
 
     exit_code = 25
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of ``exc``'s message (its type name when it has none), with any
+    ``user:password@`` of a URL in it masked: what an error of ours quotes of a driver's or a
+    library's error."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return _URL_PASSWORD.sub(r"\1:***@", lines[0]) if lines else type(exc).__name__

@@ -33,6 +33,7 @@ from krakked.errors import (
     StoreError,
     StoreLockedError,
     UsageError,
+    first_line,
 )
 from krakked.kraken.futures import FuturesClient
 from krakked.kraken.spot import SpotClient
@@ -548,14 +549,10 @@ def short_error(exc: BaseException) -> str:
     return f"{type(target).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return _URL_PASSWORD.sub(r"\1:***@", lines[0]) if lines else type(exc).__name__
-
 
 def _reason(exc: BaseException) -> str:
     """The first line of ``exc`` without dlt's boilerplate around a connection failure."""
-    text = _first_line(exc)
+    text = first_line(exc)
     marker = "The actual reason given is: "
     if marker in text:
         text = text.split(marker, 1)[1]
@@ -566,7 +563,7 @@ def _missing_config(exc: Any, destination: str) -> str:
     fields = ", ".join(getattr(exc, "fields", None) or ["a value"])
     name = destination.strip().lower()
     if not re.fullmatch(r"[a-z0-9_]+", name):
-        return f"destination {destination}: {fields} not configured ({_first_line(exc)})"
+        return f"destination {destination}: {fields} not configured ({first_line(exc)})"
     first = (getattr(exc, "fields", None) or ["credentials"])[0]
     example = " (e.g. postgresql://user:password@host:5432/database)" if (
         name == "postgres" and first == "credentials") else ""
@@ -608,7 +605,7 @@ def destination_error(exc: BaseException, destination: str) -> KrakkedError:
         if isinstance(error, ConfigFieldMissingException):
             return ConfigError(_missing_config(error, destination))
         if isinstance(error, MissingDependencyException):
-            return ConfigError(f"destination {destination}: {_first_line(error)}")
+            return ConfigError(f"destination {destination}: {first_line(error)}")
     for error in chain:
         if "could not set lock" in str(error).lower():
             return StoreLockedError(f"destination {destination} is locked by another process: "
@@ -621,14 +618,14 @@ def destination_error(exc: BaseException, destination: str) -> KrakkedError:
     step = next((e.step for e in chain if isinstance(e, PipelineStepFailed)), None)
     for error in chain:
         if isinstance(error, ConfigurationException):
-            return ConfigError(f"destination {destination}: {_first_line(error)}")
+            return ConfigError(f"destination {destination}: {first_line(error)}")
     if step in ("sync", "load") or any(
             isinstance(e, DestinationException) or type(e).__module__.split(".")[0]
             in _DRIVER_MODULES for e in chain):
         return StoreError(f"destination {destination}: {type(innermost).__name__}: "
-                          f"{_first_line(innermost)}")
+                          f"{first_line(innermost)}")
     where = f"dlt {step} step" if step else "dlt"
-    return KrakkedError(f"{where} failed: {type(innermost).__name__}: {_first_line(innermost)}")
+    return KrakkedError(f"{where} failed: {type(innermost).__name__}: {first_line(innermost)}")
 
 
 @contextlib.contextmanager

@@ -60,7 +60,6 @@ __all__ = [
     "RetentionPolicy",
     "SyncUpdate",
     "batch_coverage",
-    "first_line",
     "redact_url",
     "sync_target",
 ]
@@ -155,12 +154,6 @@ def redact_url(url: str) -> str:
         tail = path + mark + _PASSWORD_PARAM.sub(r"\1\2=***", query)
     return f"{scheme}{sep}{netloc}{tail}"
 
-
-def first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message (its type name when it has none): what a
-    ``StoreError`` quotes of a driver's error."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def batch_coverage(table: pa.Table, explicit: Iterable[Coverage] = ()

@@ -47,7 +47,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from krakked.errors import StoreError, StoreLockedError, StoreNotFoundError, UsageError
+from krakked.errors import (
+    StoreError,
+    StoreLockedError,
+    StoreNotFoundError,
+    UsageError,
+    first_line,
+)
 from krakked.market.candles import SourceSegment, bucket_ceil_us, epoch_us, merge_ranges
 from krakked.store.arrow import PAIR_SCHEMA, TRADE_SCHEMA, as_schema
 from krakked.store.base import (
@@ -56,7 +62,6 @@ from krakked.store.base import (
     MarketStore,
     SyncUpdate,
     batch_coverage,
-    first_line,
     sync_target,
 )
 from krakked.store.sql import (

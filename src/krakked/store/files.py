@@ -63,7 +63,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from krakked.errors import StoreError, UsageError
+from krakked.errors import StoreError, UsageError, first_line
 from krakked.market.candles import (
     TIMEFRAMES,
     SourceSegment,
@@ -78,7 +78,6 @@ from krakked.store.base import (
     MarketStore,
     SyncUpdate,
     batch_coverage,
-    first_line,
     sync_target,
 )
 from krakked.store.sql import (

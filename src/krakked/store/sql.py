@@ -14,7 +14,6 @@ functions return SQL text, or take a ``run(sql) -> pa.Table`` callable.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,7 +50,6 @@ __all__ = [
     "read_segments_with",
     "row_index",
     "same_trade",
-    "sort_by_time",
     "to_arrow",
     "ts_lit",
     "with_trade_ids",
@@ -332,24 +330,6 @@ def last_closes_with(
     found = {r["__k"]: (r["close"], r["source"]) for r in rows if r["n"]}
     return [found.get(k) for k in range(len(asks))]
 
-
-def sort_by_time(table: pa.Table) -> pa.Table:
-    """``table`` ordered by ``timestamp`` (unique per table). Rows that come back from a scan
-    in a few ordered runs are spliced run by run (no copy); anything else is sorted."""
-    n = table.num_rows
-    if n < 2:
-        return table
-    ts = table["timestamp"].combine_chunks().view(pa.int64())
-    breaks = pc.indices_nonzero(pc.less_equal(ts.slice(1), ts.slice(0, n - 1))).to_pylist()
-    if not breaks:
-        return table
-    if len(breaks) <= 256:
-        bounds = [0, *(b + 1 for b in breaks), n]
-        runs = sorted((ts[lo].as_py(), ts[hi - 1].as_py(), lo, hi)
-                      for lo, hi in itertools.pairwise(bounds))
-        if all(a[1] < b[0] for a, b in itertools.pairwise(runs)):
-            return pa.concat_tables([table.slice(lo, hi - lo) for _, _, lo, hi in runs])
-    return table.take(pc.sort_indices(ts))
 
 
 def dedupe_candles_query(relation: str, index: str) -> str:

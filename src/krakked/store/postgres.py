@@ -150,6 +150,7 @@ class PostgresStore(MarketStore):
         self._secrets = _secrets(url)
         conninfo = _conninfo(url)
         import psycopg
+        import psycopg.conninfo
         from psycopg_pool import ConnectionPool
 
         try:
@@ -157,9 +158,11 @@ class PostgresStore(MarketStore):
                 migrate(conn)
         except psycopg.Error as exc:
             raise self._error("cannot open the PostgreSQL store", exc) from None
+        kwargs: dict[str, Any] = {"connect_timeout": max(1, int(connect_timeout))}
+        if "application_name" not in psycopg.conninfo.conninfo_to_dict(conninfo):
+            kwargs["application_name"] = "krakked"  # how an operator tells them apart
         self._pool = ConnectionPool(
-            conninfo, min_size=min_size, max_size=max_size, open=False,
-            kwargs={"connect_timeout": max(1, int(connect_timeout))},
+            conninfo, min_size=min_size, max_size=max_size, open=False, kwargs=kwargs,
             configure=_configure, timeout=60.0, name="krakked-store")
         try:
             self._pool.open(wait=True, timeout=connect_timeout * 2)

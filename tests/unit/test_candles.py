@@ -299,3 +299,15 @@ def test_a_decimal_too_large_for_the_store_is_a_clear_error() -> None:
                Decimal(1))
     with pytest.raises(UsageError, match=r"open.*DECIMAL\(38,18\)"):
         candles_to_arrow([c])
+
+
+def test_a_candle_is_built_from_a_database_row_as_the_original_api_did() -> None:
+    row = {"symbol": "XBTUSD", "timestamp": datetime(2024, 1, 1, tzinfo=UTC),
+           "interval_minutes": 1, "open": Decimal("1"), "high": Decimal("2"),
+           "low": Decimal("0.5"), "close": Decimal("1.5"), "volume": Decimal("3"),
+           "trade_count": 4, "vwap": Decimal("1.2"), "extra": "ignored"}
+    candle = Candle.from_row(row)
+    assert (candle.close, candle.trade_count, candle.quote_volume) == (Decimal("1.5"), 4, None)
+    values = [row[k] for k in ("symbol", "timestamp", "interval_minutes", "open", "high", "low",
+                               "close", "volume")]
+    assert Candle.from_row(values) == Candle(*values)

@@ -164,6 +164,16 @@ class Candle:
                 d[key] = format(d[key], "f")
         return d
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any] | Mapping[str, Any]) -> Candle:
+        """The original system's constructor from a database row: a mapping by column name
+        (a dict, an asyncpg ``Record``, a psycopg dict row; columns it lacks take their
+        defaults) or a sequence in column order."""
+        if isinstance(row, Mapping) or hasattr(row, "keys"):
+            names = set(row.keys())  # type: ignore[union-attr] # (a Record's `in` looks at values)
+            return cls(**{k: row[k] for k in CANDLE_COLUMNS if k in names})  # type: ignore[call-overload]
+        return cls(*row)
+
 
 
 HistoricalCandle = Candle

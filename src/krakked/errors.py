@@ -211,13 +211,16 @@ class NoDataError(KrakkedError):
 
 
 class ImportFormatError(KrakkedError):
-    """A row of an imported file is not in the expected format; names the file and line."""
+    """A row of an imported file is not in the expected format; names the file (a zip member
+    as ``archive.zip:member``), the 1-based line and the reason: ``path:line: reason``.
+    ``reason`` holds the reason alone."""
 
     exit_code = 22
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
         self.path = path
         self.line = line
+        self.reason = message
         where = f"{path}:{line}: " if path and line is not None else (f"{path}: " if path else "")
         super().__init__(f"{where}{message}")
 

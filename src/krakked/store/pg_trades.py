@@ -27,6 +27,7 @@ __all__ = [
     "trades_summary",
 ]
 
+_FAR_US = 253_402_300_799_000_000  # 9999-12-31 23:59:59 UTC
 _SECOND = "date_trunc('second', \"timestamp\")"
 
 
@@ -98,10 +99,15 @@ def trade_coverage_ranges(cur: Any, symbol: str, lo: int | None = None,
                           hi: int | None = None) -> list[tuple[int, int]]:
     """``symbol``'s recorded trade coverage (epoch µs, in order), only the ranges touching
     ``[lo, hi]`` when given."""
-    cur.execute("SELECT covered_from, covered_until FROM trade_coverage WHERE symbol = %s "
-                "AND covered_until >= %s AND covered_from <= %s ORDER BY covered_from",
-                (symbol, from_epoch_us(lo if lo is not None else 0),
-                 from_epoch_us(hi if hi is not None else 2 ** 62)))
+    where, args = "symbol = %s", [symbol]
+    if lo is not None:
+        where += " AND covered_until >= %s"
+        args.append(from_epoch_us(lo))
+    if hi is not None and hi < _FAR_US:
+        where += " AND covered_from <= %s"
+        args.append(from_epoch_us(hi))
+    cur.execute("SELECT covered_from, covered_until FROM trade_coverage WHERE "
+                f"{where} ORDER BY covered_from", args)
     return [(epoch_us(a), epoch_us(b)) for a, b in cur.fetchall()]
 
 

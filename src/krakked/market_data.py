@@ -11,7 +11,9 @@ built-in offline tables (``market.pairs.Universe.resolve``, the one function tha
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +25,8 @@ from krakked.market.candles import Candle
 from krakked.market.pairs import PairMetadata, Universe, snapshot_cannot_apply
 from krakked.store import MarketStore, open_store
 from krakked.store.arrow import PAIR_SCHEMA
+from krakked.sync.csv_import import DEFAULT_BATCH_SIZE, ImportResult, import_csv
+from krakked.sync.csv_import import ProgressCallback as ImportProgressCallback
 from krakked.sync.ohlc import OhlcSyncResult, backfill_ohlc
 
 __all__ = ["Market"]
@@ -235,3 +239,29 @@ class Market:
             "store": self.store.health_check(),
             "symbols": self.store.get_symbols(),
         }
+
+    # -- CSV import --------------------------------------------------------------------------
+
+    def import_csv(
+        self,
+        paths: str | Path | Sequence[str | Path] = (),
+        pairs: Sequence[str] | None = None,
+        all_intervals: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        skip_bad: bool = False,
+        build_candles: bool = True,
+        progress: ImportProgressCallback | None = None,
+        *,
+        directory: str | Path | None = None,
+    ) -> ImportResult:
+        """Import Kraken's CSV files (time and sales -> trades, OHLCVT -> candles) from
+        ``paths`` and ``directory``: files, directories (searched recursively) or zip
+        archives (read in place). Pairs come from the file names through this Market's
+        resolver; ``pairs`` (any aliases) keeps only those; OHLCVT files other than 1-minute
+        ones only with ``all_intervals``. A file with a bad row stores nothing and is reported
+        in ``ImportResult.failed`` (``skip_bad`` skips and counts bad rows instead); the other
+        files go on. See ``krakked.sync.csv_import`` for batches and coverage."""
+        given = [paths] if isinstance(paths, str | Path) else list(paths)
+        return import_csv(self.store, given, directory, resolve=self.resolve, pairs=pairs,
+                          all_intervals=all_intervals, batch_size=batch_size,
+                          skip_bad=skip_bad, build_candles=build_candles, progress=progress)

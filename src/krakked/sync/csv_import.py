@@ -67,8 +67,11 @@ __all__ = [
     "FileResult",
     "ImportProgress",
     "ImportResult",
+    "ProgressCallback",
     "SkippedFiles",
+    "check_file",
     "import_csv",
+    "import_file",
     "import_source",
 ]
 
@@ -293,16 +296,21 @@ class Spool:
 # -- reading one file ----------------------------------------------------------------------------
 
 
-class _Counting:
-    """A binary stream that counts the bytes read through it."""
+class _Stream:
+    """A file's binary stream without its UTF-8 byte-order mark, counting the bytes read."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
         self.count = 0
+        self._start = True
 
     def read(self, size: int = -1) -> bytes:
         data = self.stream.read(size)
         self.count += len(data)
+        if self._start and data:
+            self._start = False
+            if data.startswith(_BOM):
+                data = data[len(_BOM):] or self.read(size)
         return data
 
     def readable(self) -> bool:
@@ -316,33 +324,47 @@ class _Counting:
         self.stream.close()
 
 
+_BOM = b"\xef\xbb\xbf"
 _READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _first_lines(source: CsvSource) -> list[bytes] | None:
     """The file's first two lines (``\r`` stripped), None for an empty file."""
-    with source.open() as stream:
-        head = stream.read(1 << 16)
+    with source.open() as raw:
+        head = _Stream(raw).read(1 << 16)
     if not head:
         return None
     return [line.rstrip(b"\r") for line in head.split(b"\n")[:2]]
 
 
-def _check_file(source: CsvSource, layout: Layout, schema: pa.Schema,
-                checker_args: dict[str, Any], on_bytes: Callable[[int], None]
-                ) -> tuple[FileScan, Spool]:
-    """Read and check the whole file into a spool: the fast reader, once more with decimal
-    timestamps if integer seconds did not parse, else the careful reader."""
+def check_file(source: CsvSource, kind: str, interval: int | None, *, skip_bad: bool = False,
+               max_seconds: int | None = None, on_bytes: Callable[[int], None] | None = None
+               ) -> tuple[Layout, FileScan, Spool] | None:
+    """Read and check the whole file (``kind`` ``trades`` or ``candles``): its layout, what
+    the check found and the clean batches (the caller closes the spool); None for an empty
+    file. A bad row raises ``ImportFormatError`` unless ``skip_bad``. Rows are read by the
+    fast reader, once more with decimal timestamps if integer seconds did not parse, else
+    by the careful one. ``max_seconds``: the latest Unix time accepted (default: now + 1
+    day); ``on_bytes(n)``: bytes read so far."""
+    lines = _first_lines(source)
+    if lines is None:
+        return None
+    if not lines[0].strip():
+        raise ImportFormatError("empty line", path=source.display, line=1)
+    layout = sniff(lines, kind, source.display)
+    if max_seconds is None:
+        max_seconds = int((datetime.now(UTC) + timedelta(days=1)).timestamp())
     attempts: list[tuple[str, bool]] = [("fast", layout.fractional)]
     if layout.kind == "trades" and not layout.fractional:
         attempts.append(("fast", True))
     attempts.append(("careful", True))
     for mode, decimal_time in attempts:
-        checker = RowChecker(layout, source.display, **checker_args)
-        spool = Spool(schema)
+        checker = RowChecker(layout, source.display, interval=interval,
+                             max_seconds=max_seconds, skip_bad=skip_bad)
+        spool = Spool(_clean_schema(layout))
         try:
             with source.open() as raw:
-                stream = _Counting(raw)
+                stream = _Stream(raw)
                 pieces: Iterator[tuple[pa.Table, int] | BadLine] = (
                     read_fast(stream, layout, decimal_time) if mode == "fast"  # type: ignore[arg-type]
                     else read_careful(stream, layout))  # type: ignore[arg-type]
@@ -353,8 +375,9 @@ def _check_file(source: CsvSource, layout: Layout, schema: pa.Schema,
                         clean = checker.add(*piece)
                         if clean is not None:
                             spool.add(clean)
-                    on_bytes(stream.count)
-            return checker.finish(), spool
+                    if on_bytes is not None:
+                        on_bytes(stream.count)
+            return layout, checker.finish(), spool
         except pa.ArrowInvalid as exc:
             spool.close()
             log.debug("%s: the %s reader stopped (%s)", source.display, mode, exc)
@@ -518,17 +541,12 @@ def import_source(store: MarketStore, source: CsvSource, symbol: str,
     started = time.perf_counter()
     report = on_progress or (lambda phase, done, stored: None)
     try:
-        lines = _first_lines(source)
-        if lines is None:
+        checked = check_file(source, kind, interval, skip_bad=skip_bad,
+                             on_bytes=lambda n: report("reading", n, 0))
+        if checked is None:
             return result
-        if not lines[0].strip():
-            raise ImportFormatError("empty line", path=source.display, line=1)
-        layout = sniff(lines, kind, source.display)
+        layout, scan, spool = checked
         result.layout = layout.name
-        max_seconds = int((datetime.now(UTC) + timedelta(days=1)).timestamp())
-        scan, spool = _check_file(source, layout, _clean_schema(layout),
-                                  {"interval": interval, "max_seconds": max_seconds,
-                                   "skip_bad": skip_bad}, lambda n: report("reading", n, 0))
         with spool:
             result.rows_read, result.bad_rows = scan.rows, scan.bad
             result.bad_lines = [(b.line, b.reason) for b in scan.samples]
@@ -644,3 +662,33 @@ def import_csv(
             progress(ImportProgress(done, total, source.display, "done", stored_before))
     result.seconds = time.perf_counter() - started
     return result
+
+
+def import_file(store: MarketStore, path: str | Path, symbol: str, interval: int | None, *,
+                resolve: Callable[[str], str], batch_size: int = DEFAULT_BATCH_SIZE,
+                skip_bad: bool = False, build_candles: bool = True) -> list[FileResult]:
+    """Import one file as ``symbol``'s ``interval``-minute candles (``interval`` None: its
+    trades), whatever its name; for a zip archive, its members named for that pair (through
+    ``resolve``) and interval. ``UsageError`` when the path is missing or the archive holds no
+    such member."""
+    given = Path(path).expanduser()
+    if not given.is_file():
+        raise UsageError(f"{given}: no such file")
+    if given.suffix.lower() == ".zip":
+        sources = []
+        for source in find_sources([given]):
+            name = parse_name(source.basename)
+            if name is None or name.interval != interval:
+                continue
+            try:
+                if resolve(name.stem) == symbol:
+                    sources.append(source)
+            except UnknownPairError:
+                continue
+        if not sources:
+            what = f"{timeframe_name(interval)} OHLCVT" if interval else "time-and-sales"
+            raise UsageError(f"{given}: no {what} member for {symbol}")
+    else:
+        sources = [CsvSource(given, None, given.stat().st_size)]
+    return [import_source(store, s, symbol, interval, batch_size=batch_size, skip_bad=skip_bad,
+                          build_candles=build_candles) for s in sources]

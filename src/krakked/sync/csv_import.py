@@ -232,7 +232,14 @@ def check_file(source: CsvSource, kind: str, interval: int | None, *, skip_bad: 
                 pieces: Iterator[tuple[pa.Table, int] | BadLine] = (
                     read_fast(stream, layout, decimal_time) if mode == "fast"  # type: ignore[arg-type]
                     else read_careful(stream, layout))  # type: ignore[arg-type]
-                for piece in pieces:
+                while True:
+                    try:  # only the reader's own errors mean "a row did not parse"
+                        piece = next(pieces, None)
+                    except pa.ArrowInvalid as exc:
+                        log.debug("%s: the %s reader stopped (%s)", source.display, mode, exc)
+                        break
+                    if piece is None:
+                        return layout, checker.finish(), spool
                     if isinstance(piece, BadLine):
                         checker.bad_line(piece)
                     else:
@@ -241,10 +248,7 @@ def check_file(source: CsvSource, kind: str, interval: int | None, *, skip_bad: 
                             spool.add(clean)
                     if on_bytes is not None:
                         on_bytes(stream.count)
-            return layout, checker.finish(), spool
-        except pa.ArrowInvalid as exc:
             spool.close()
-            log.debug("%s: the %s reader stopped (%s)", source.display, mode, exc)
         except _READ_ERRORS as exc:
             spool.close()
             raise ImportFormatError(f"cannot be read ({exc})", path=source.display) from None
@@ -427,12 +431,12 @@ def import_source(store: MarketStore, source: CsvSource, symbol: str,
             else:
                 result.rows_stored = _write_candles(store, symbol, interval, spool, scan,
                                                     batch_size, on_rows)
-    except ImportFormatError as exc:
+    except ImportFormatError as exc:  # the file's failure is the result's to report
         result.error = exc
-        log.warning("%s", exc)
+        log.info("%s", exc)
     except _READ_ERRORS as exc:
         result.error = ImportFormatError(f"cannot be read ({exc})", path=source.display)
-        log.warning("%s", result.error)
+        log.info("%s", result.error)
     finally:
         result.seconds = time.perf_counter() - started
     return result

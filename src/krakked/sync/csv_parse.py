@@ -125,14 +125,6 @@ class Layout:
         return f"field {index + 1}"
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _looks_like_time(text: str) -> bool:
     try:
         return float(text) >= MIN_SECONDS
@@ -145,9 +137,13 @@ def sniff(first_lines: list[bytes], kind: str, display: str) -> Layout:
     most two, newline stripped); ``ImportFormatError`` naming line 1 when no layout fits."""
     text = first_lines[0].decode("utf-8", "replace").lstrip("\ufeff").strip()
     fields = [f.strip() for f in text.split(",")]
-    if not all(_is_number(f) for f in fields if f):  # a header
-        names = [_HEADER_ALIASES.get(re.sub(r"\(.*\)$", "", f).strip().lower(), "")
-                 for f in fields]
+    names = [_HEADER_ALIASES.get(re.sub(r"\(.*\)$", "", f).strip().lower(), "")
+             for f in fields]
+    if any(names):  # a header
+        if kind == "candles" and any(n in ("price", "side", "id") for n in names):
+            raise ImportFormatError(f"the header {text[:120]!r} is a trades file's, but the "
+                                    "name says OHLCVT (<PAIR>_<interval>.csv)",
+                                    path=display, line=1)
         required = _TRADES if kind == "trades" else _OHLCVT[:-1]
         missing = [_FILE_NAMES[c] for c in required if c not in names]
         if missing:
@@ -156,10 +152,6 @@ def sniff(first_lines: list[bytes], kind: str, display: str) -> Layout:
         doubled = sorted({_FILE_NAMES[n] for n in names if n and names.count(n) > 1})
         if doubled:
             raise ImportFormatError(f"the header names {', '.join(doubled)} twice",
-                                    path=display, line=1)
-        if kind == "candles" and any(n in ("price", "side", "id") for n in names):
-            raise ImportFormatError(f"the header {text[:120]!r} is a trades file's, but the "
-                                    "name says OHLCVT (<PAIR>_<interval>.csv)",
                                     path=display, line=1)
         data = (first_lines[1].decode("utf-8", "replace").strip().split(",")
                 if len(first_lines) > 1 else [])
@@ -558,8 +550,9 @@ class RowChecker:
             lo, hi = pa.scalar(Decimal(low), DECIMAL), pa.scalar(Decimal(high), DECIMAL)
             in_range = pc.fill_null(pc.and_(pc.greater_equal(ts, lo), pc.less_equal(ts, hi)),
                                     False)
-            safe = pc.if_else(in_range, ts, lo)
-            scaled = pc.multiply(pc.round(safe, 6), pa.scalar(Decimal(_US), pa.decimal128(7, 0)))
+            safe = pc.if_else(in_range, ts, lo)  # in range: at most 10 digits before the point
+            rounded = pc.round(safe, 6).cast(pa.decimal128(20, 6))
+            scaled = pc.multiply(rounded, pa.scalar(Decimal(_US), pa.decimal128(7, 0)))
             return pc.cast(scaled, pa.int64()), in_range
         in_range = pc.fill_null(pc.and_(pc.greater_equal(ts, low), pc.less_equal(ts, high)),
                                 False)

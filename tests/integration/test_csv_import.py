@@ -365,7 +365,7 @@ def test_bulk_csv_importer_keeps_the_original_api(url: str, tmp_path: Path) -> N
     with zipfile.ZipFile(archive, "w") as z:
         z.write(d / "XBTUSD_60.csv", "Kraken_OHLCVT/XBTUSD_60.csv")
 
-    async def run() -> tuple[int, int, int, dict, dict]:
+    async def run() -> tuple[int, int, int, int, dict, dict]:
         async with BulkCSVImporter(url, batch_size=5) as importer:
             assert importer.CSV_COLUMNS == ["timestamp", "open", "high", "low", "close",
                                             "volume", "trades"]
@@ -373,13 +373,15 @@ def test_bulk_csv_importer_keeps_the_original_api(url: str, tmp_path: Path) -> N
             one = await importer.import_csv_file(plain, "XRP/USDT", 1)
             again = await importer.import_csv_file(plain, "XRP/USDT", 1)
             zipped = await importer.import_csv_file(archive, "BTC/USD", 60)
+            trades = await importer.import_csv_file(d / "XBTUSD.csv", "XBTUSD", None)
             only_1m = await importer.import_directory(d)
             every = await importer.import_directory(d, only_1m=False)
-            return one, again, zipped, only_1m, every
+            return one, again, zipped, trades, only_1m, every
 
-    one, again, zipped, only_1m, every = asyncio.run(run())
+    one, again, zipped, trades, only_1m, every = asyncio.run(run())
     assert (one, again, zipped) == (8, 8, 4)  # rows stored, new or rewritten
-    assert only_1m == {"XBTUSD": {1: 4, "trades": len(trade_rows(T0, 20))}}
+    assert trades == len(trade_rows(T0, 20))
+    assert only_1m == {"XBTUSD": {1: 4, "trades": 0}}
     assert every == {"XBTUSD": {1: 4, 60: 4, "trades": 0}}  # trades are never stored twice
     with open_store(url) as s:
         assert s.read_stored_candles("XRPUSDT", 1, at(0), at(2 * T0)).num_rows == 8

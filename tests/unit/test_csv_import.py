@@ -261,3 +261,39 @@ def test_a_skipped_ohlcvt_row_leaves_its_intervals_out_of_the_coverage(tmp_path:
     assert table.num_rows == 3
     assert scan.holes == [((T0 + 160) * 10**6, (T0 + 400) * 10**6)]
 
+
+
+def test_a_file_of_nothing_but_bad_rows_stops_even_when_skipping(tmp_path: Path) -> None:
+    text = "".join(f"{T0 + i},x,1\n" for i in range(1500))
+    with pytest.raises(ImportFormatError, match=r"the first 1000 rows are all bad .*line 1, "
+                                                r"price 'x' is not a decimal number"):
+        _check(tmp_path, text, skip_bad=True)
+
+
+def _patched_zip(tmp_path: Path, patch: bytes, at_data: bool) -> CsvSource:
+    """A one-member stored zip with bytes changed: the compression method (both headers) or
+    the member's data."""
+    archive = tmp_path / "k.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("XBTUSD.csv", f"{T0},1,1\n" * 10)
+    raw = bytearray(archive.read_bytes())
+    if at_data:
+        start = 30 + len("XBTUSD.csv")
+        raw[start:start + len(patch)] = patch
+    else:
+        for header in (b"PK\x03\x04", b"PK\x01\x02"):
+            at = raw.index(header)
+            offset = 8 if header == b"PK\x03\x04" else 10
+            raw[at + offset:at + offset + 2] = patch
+    archive.write_bytes(bytes(raw))
+    return find_sources([archive])[0]
+
+
+def test_a_member_zipfile_cannot_inflate_or_a_damaged_one_fails_its_file(tmp_path: Path) -> None:
+    deflate64 = _patched_zip(tmp_path, b"\x09\x00", at_data=False)
+    with pytest.raises(ImportFormatError, match=r"k\.zip:XBTUSD\.csv: cannot decompress .* "
+                                                r"extract the archive"):
+        check_file(deflate64, "trades", None, max_seconds=MAX)
+    damaged = _patched_zip(tmp_path, b"9", at_data=True)
+    with pytest.raises(ImportFormatError, match=r"k\.zip:XBTUSD\.csv: cannot be read \(Bad CRC"):
+        check_file(damaged, "trades", None, max_seconds=MAX)

@@ -44,10 +44,21 @@ class _ProgressLines:
             return
         self.last = now
         share = event.bytes_done / event.bytes_total if event.bytes_total else 1.0
-        rate = event.bytes_done / max(now - self.started, 1e-9) / 1e6
-        common.err.print(f"{share:6.1%} of {event.bytes_total / 1e6:,.1f} MB ({rate:,.1f} MB/s), "
+        rate = event.bytes_done / max(now - self.started, 1e-9)
+        common.err.print(f"{share:6.1%} of {_size(event.bytes_total)} ({_size(rate)}/s), "
                          f"{event.rows_stored:,} rows stored; {event.phase} {event.file}",
                          highlight=False, markup=False)
+
+
+def _size(n: float) -> str:
+    """Bytes as ``512 B``, ``1.5 MB``, ``2.7 GB``."""
+    if n < 1000:
+        return f"{n:,.0f} B"
+    for unit in ("kB", "MB", "GB"):
+        n /= 1000
+        if n < 1000 or unit == "GB":
+            break
+    return f"{n:,.1f} {unit}"
 
 
 @common.app.command(

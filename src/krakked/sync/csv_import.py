@@ -213,7 +213,10 @@ def check_file(source: CsvSource, kind: str, interval: int | None, *, skip_bad: 
     fast reader, once more with decimal timestamps if integer seconds did not parse, else
     by the careful one. ``max_seconds``: the latest Unix time accepted (default: now + 1
     day); ``on_bytes(n)``: bytes read so far."""
-    lines = _first_lines(source)
+    try:
+        lines = _first_lines(source)
+    except _READ_ERRORS as exc:
+        raise ImportFormatError(f"cannot be read ({exc})", path=source.display) from None
     if lines is None:
         return None
     if not lines[0].strip():

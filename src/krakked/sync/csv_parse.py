@@ -62,6 +62,9 @@ MIN_SECONDS = 1_000_000_000
 """2001-09-09: the earliest Unix time (seconds) taken as one. Kraken opened in 2013; a smaller
 value is milliseconds' or garbage's."""
 
+ALL_BAD = 1000
+"""With ``skip_bad``, a file whose first this many rows are all bad is stopped all the same."""
+
 _MAX_DECIMAL = Decimal("99999999999999999999.999999999999999999")  # DECIMAL(38,18)'s largest
 _US = 1_000_000
 _TS_DECIMAL = DECIMAL  # fractional Unix seconds, exact to 18 places, rounded to the µs
@@ -483,6 +486,12 @@ class RowChecker:
         self.scan.bad += 1
         if len(self.scan.samples) < FileScan.SAMPLES:
             self.scan.samples.append(BadLine(line, reason))
+        if self.scan.bad >= ALL_BAD and self.scan.first_us is None and self._prev < 0:
+            raise ImportFormatError(
+                f"the first {ALL_BAD} rows are all bad (the first: line "
+                f"{self.scan.samples[0].line}, {self.scan.samples[0].reason}): is this a "
+                f"Kraken {'OHLCVT' if self.layout.kind == 'candles' else 'time-and-sales'} "
+                "file?", path=self.display, line=line)
 
     def _back_reason(self, key: int, before: int) -> str:
         was = from_epoch_us(before * _US).isoformat()

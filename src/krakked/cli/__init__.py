@@ -13,7 +13,15 @@ from typing import NoReturn
 
 import typer
 
-from krakked.cli import account, common, connection, csv_import, market, sim  # noqa: F401
+from krakked.cli import (  # noqa: F401 - registers
+    account,
+    common,
+    connection,
+    csv_import,
+    history,
+    market,
+    sim,
+)
 from krakked.errors import KrakkedError, UsageError
 from krakked.logs import redact
 

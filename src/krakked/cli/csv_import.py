@@ -64,6 +64,7 @@ def _size(n: float) -> str:
 @common.app.command(
     "import-csv",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    options_metavar="[PATHS]... [--pairs PAIR...] [OPTIONS]",
 )
 def import_csv(
     ctx: typer.Context,
@@ -91,6 +92,9 @@ def import_csv(
     name, folders ignored).
 
     krakked import-csv ~/Downloads/Kraken_Trading_History.zip --pairs XBTUSD ETHUSD
+
+    PATHS are CSV files, zip archives or directories (searched recursively). --pairs keeps only
+    these pairs (any alias: XBTUSD, BTC/USD, XXBTZUSD).
 
     Each file is checked whole before any of it is written: a malformed row stops that file
     (file, line and reason named; nothing of it stored) and the others go on; the command then

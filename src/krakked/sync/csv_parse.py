@@ -388,22 +388,29 @@ class RowChecker:
         if any(col.null_count for col in cols.values()):
             return None
         ts = cols["timestamp"]
-        if pa.types.is_decimal(ts.type):
-            return None  # fractional seconds: the full check rounds them
-        span = pc.min_max(ts).as_py()
-        if span["min"] < max(MIN_SECONDS, self._prev) or span["max"] > self.max_seconds:
+        if pa.types.is_decimal(ts.type):  # fractional seconds, rounded to the µs
+            micros, in_range = self._micros(ts)
+            if not pc.all(in_range).as_py():
+                return None
+            key = pc.divide(micros, _US)
+        else:
+            span = pc.min_max(ts).as_py()
+            if span["min"] < MIN_SECONDS or span["max"] > self.max_seconds:
+                return None
+            micros, key = pc.multiply(ts, _US), ts
+        n = len(key)
+        first = key[0].as_py()
+        if first < self._prev or (self.layout.kind == "candles" and first == self._prev):
             return None
-        n = len(ts)
         if n > 1:
-            step = pc.subtract(ts.slice(1), ts.slice(0, n - 1))
-            least = pc.min(step).as_py()
+            least = pc.min(pc.subtract(key.slice(1), key.slice(0, n - 1))).as_py()
             if least < 0 or (self.layout.kind == "candles" and least == 0):
                 return None
         if self.layout.kind == "candles":
-            if span["min"] == self._prev:
-                return None
             width = self.interval * 60  # type: ignore[operator]
-            if not pc.all(pc.equal(pc.multiply(pc.divide(ts, width), width), ts)).as_py():
+            whole = pc.equal(pc.multiply(key, _US), micros)
+            aligned = pc.equal(pc.multiply(pc.divide(key, width), width), key)
+            if not pc.all(pc.and_(whole, aligned)).as_py():
                 return None
         for name, col in cols.items():
             if name == "timestamp" or name in _STRINGS:
@@ -418,7 +425,7 @@ class RowChecker:
             if name in cols and not pc.all(
                     pc.is_in(cols[name], value_set=pa.array(list(allowed)))).as_py():
                 return None
-        return pc.multiply(ts, _US), ts
+        return micros, key
 
     def bad_line(self, bad: BadLine) -> None:
         """A line the careful reader could not parse."""

@@ -84,10 +84,10 @@ __all__ = [
 log = logging.getLogger("krakked.sync.csv_import")
 
 DEFAULT_BATCH_SIZE = 1_000_000
-"""Rows per write transaction (``--batch-size``). Measured on a 2-core machine importing 5 M
-trades into DuckDB: 1 M-row batches took 9.8 s at 0.6 GB peak RSS, 2 M 9.1 s at 0.94 GB, 5 M
-12.1 s at 1.95 GB (the store's write holds a few copies of a batch): bigger batches buy no
-speed, only memory."""
+"""Rows per write transaction (``--batch-size``). Measured on a busy 2-core machine importing
+5 M trades into DuckDB: 1 M-row batches 8.8 s at 0.54 GB peak RSS, 2 M 10.0 s at 0.87 GB, 5 M
+8.4 s at 1.32 GB (a write holds a few copies of its batch): bigger batches buy little speed
+and cost memory; 20 M trades at 1 M a batch peaked at 0.61 GB."""
 
 _US = 1_000_000
 _SPOOL_MEMORY = 64 << 20  # clean batches kept in memory up to this many bytes, then on disk

@@ -217,6 +217,24 @@ def _in_order(table: pa.Table) -> bool:
     return bool(pc.all(tie_ok).as_py())
 
 
+def _select_list(table: pa.Table) -> str:
+    """The batch's columns in ``TRADE_COLS`` order, with a column that holds one value (or
+    only nulls) in every row written as that literal: DuckDB then skips converting it row by
+    row (a batch from a CSV file has one symbol and source and no side)."""
+    out = []
+    for name in TRADE_COLS:
+        col = table[name]
+        if pa.types.is_string(col.type) and table.num_rows:
+            if col.null_count == table.num_rows:
+                out.append(f"NULL::VARCHAR AS {name}")
+                continue
+            if not col.null_count and pc.count_distinct(col).as_py() == 1:
+                out.append(f"{lit(col[0].as_py())} AS {name}")
+                continue
+        out.append(name)
+    return ", ".join(out)
+
+
 def _both_kinds(con: duckdb.DuckDBPyConnection, near: str) -> bool:
     """CSV rows and API rows are both stored in the range ``near``."""
     return all(exec_all(con, f"SELECT 1 FROM trades AS t WHERE {near} AND t.id {op} 0 LIMIT 1")
@@ -288,10 +306,10 @@ def write_trade_rows(con: duckdb.DuckDBPyConnection, table: pa.Table,
                 inserted = int(scalar(con, insert_missing_trades(
                     "trades", "__batch", near, ordered=ordered)) or 0)
             else:  # nothing stored in the batch's range (an import's usual case)
-                cols = ", ".join(TRADE_COLS)
                 order = "" if ordered else " ORDER BY symbol, timestamp, abs(id)"
-                inserted = int(scalar(con, f"INSERT INTO trades ({cols}) SELECT {cols} "
-                                           f"FROM __batch{order}") or 0)
+                inserted = int(scalar(con, f"INSERT INTO trades ({', '.join(TRADE_COLS)}) "
+                                           f"SELECT {_select_list(table)} FROM __batch{order}")
+                               or 0)
         finally:
             con.unregister("__batch")
         if stored and _both_kinds(con, near):

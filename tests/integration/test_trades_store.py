@@ -208,3 +208,18 @@ def test_holes_in_the_trade_id_sequence_and_the_summary(store: MarketStore) -> N
     assert summary is not None
     assert (summary["rows"], summary["last_id"], summary["first"], summary["last"],
             summary["last_api_time"]) == (7, 12, at(1), at(100), at(12))
+
+
+def test_candles_of_any_interval_are_read_from_trades_without_writing(
+        store: MarketStore) -> None:
+    trades = [api(i, i * 13, str(200 + (i * 7) % 11), "0.25") for i in range(1, 60)]
+    store.upsert_trades(trades, build_candles=False)
+    ones = store.read_trade_candles(S, 1, at(0), at(600))
+    assert [tuple(r.values()) for r in ones.select(
+        ["timestamp", "open", "high", "low", "close", "volume", "trade_count", "vwap",
+         "source"]).to_pylist()] == reference(trades, [at(60 * k) for k in range(10)])
+    fives = store.read_trade_candles(S, 5, at(0), at(900)).to_pylist()
+    assert [c["timestamp"] for c in fives] == [at(0), at(300), at(600)]
+    assert fives[1]["open"] == next(t for t in trades if t.timestamp >= at(300)).price
+    assert fives[0]["trade_count"] == len([t for t in trades if t.timestamp < at(300)])
+    assert store.read_candles(S, 1).num_rows == 0  # nothing was written

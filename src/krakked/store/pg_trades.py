@@ -17,6 +17,7 @@ import pyarrow as pa
 from krakked.market.candles import epoch_us, from_epoch_us, merge_ranges
 from krakked.store.arrow import CANDLE_SCHEMA, TRADE_SCHEMA
 from krakked.store.pg_copy import NUM, copy_in, copy_out, ident, select_out, ts_in
+from krakked.store.pg_rollups import bucket_sql
 
 __all__ = [
     "candles_from_trades",
@@ -111,13 +112,14 @@ def trade_coverage_ranges(cur: Any, symbol: str, lo: int | None = None,
     return [(epoch_us(a), epoch_us(b)) for a, b in cur.fetchall()]
 
 
-def candles_from_trades(cur: Any, symbol: str, start_us: int, end_us: int) -> pa.Table:
-    """``symbol``'s 1-minute candles (``CANDLE_SCHEMA``) aggregated by the server from the
+def candles_from_trades(cur: Any, symbol: str, start_us: int, end_us: int,
+                        minutes: int = 1) -> pa.Table:
+    """``symbol``'s ``minutes`` candles (``CANDLE_SCHEMA``) aggregated by the server from the
     trades with ``start <= time < end``: open and close by sequence (time, then |id|), quote
     volume Σ price × volume (exact), vwap rounded to 18 places, source ``trades``."""
-    minute = "date_trunc('minute', \"timestamp\")"
+    minute = bucket_sql(minutes, '"timestamp"')
     query = f"""
-        SELECT symbol, {minute} AS "timestamp", 1 AS interval_minutes,
+        SELECT symbol, {minute} AS "timestamp", {int(minutes)} AS interval_minutes,
                (array_agg(price ORDER BY "timestamp", abs(id)))[1] AS open,
                max(price) AS high, min(price) AS low,
                (array_agg(price ORDER BY "timestamp" DESC, abs(id) DESC))[1] AS close,

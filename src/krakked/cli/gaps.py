@@ -27,6 +27,9 @@ _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 MinGapOpt = Annotated[str, typer.Option(
     "--min-gap", help="Report gaps longer than this: 90s, 2m, 1h, 1d (holes in Kraken's "
                       "trade-id sequence are always reported).")]
+FillMinGapOpt = Annotated[str, typer.Option(
+    "--min-gap", help="Fill gaps longer than this: 90s, 2m, 1h, 1d (holes in Kraken's "
+                      "trade-id sequence are always filled).")]
 
 def _names(ctx: typer.Context) -> list[str] | None:
     positionals, flagged = common.split_multi(list(ctx.args), "--symbols")
@@ -145,7 +148,7 @@ class _Display:
 @gaps_app.command("fill", context_settings=_EXTRA)
 def gaps_fill(
     ctx: typer.Context,
-    min_gap: MinGapOpt = "2m",
+    min_gap: FillMinGapOpt = "2m",
     max_concurrent: Annotated[int, typer.Option(
         "--max-concurrent", min=1, help="Pairs filled at the same time (each pair's gaps one "
                                         "after the other; Kraken's pacing is shared).")] = 3,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from krakked.market.candles import Candle, HistoricalCandle, HistoricalTrade, interval_minutes
+from krakked.market.gaps import DataGap
 from krakked.market.pairs import CSV_SYMBOL_MAP, DEFAULT_SYMBOLS, PAIR_MAP, REVERSE_PAIR_MAP
 from krakked.market_data import Market
 from krakked.store.base import ROLLUPS
@@ -32,39 +33,13 @@ __all__ = [
     "Candle",
     "CandleRecord",
     "DataGap",
+    "GapFiller",
     "HistoricalCandle",
     "HistoricalDataProvider",
     "HistoricalTrade",
     "TradeRecord",
+    "run_gap_filler",
 ]
-
-
-@dataclass(frozen=True)
-class DataGap:
-    """A gap in stored data (``data_type``: ``trades`` or ``candles_1m``…)."""
-
-    symbol: str
-    data_type: str
-    start_time: datetime
-    end_time: datetime
-
-    @property
-    def duration(self) -> timedelta:
-        return self.end_time - self.start_time
-
-    @property
-    def is_small(self) -> bool:
-        """Under 12 hours: Kraken's 1m OHLC (720 bars) can still fill it."""
-        return self.duration < timedelta(hours=12)
-
-    @property
-    def candles_needed(self) -> int:
-        """Estimated 1-minute candles to fill it."""
-        return int(self.duration.total_seconds() // 60)
-
-    @property
-    def hours(self) -> float:
-        return self.duration.total_seconds() / 3600
 
 
 @dataclass
@@ -280,3 +255,124 @@ class BulkCSVImporter:
             per = counts.setdefault(f.symbol, {})
             per[key] = per.get(key, 0) + f.rows_stored
         return counts
+# -- gaps (GapFiller, run_gap_filler) ------------------------------------------------------------
+
+
+class GapFiller:
+    """Detect and fill gaps in stored 1m candles and trades (the original async API).
+
+    ``db_url`` is any krakked store URL (``None``: krakked's configured store); ``symbols``
+    default to ``DEFAULT_SYMBOLS`` (``XRP/USDT``, ``BTC/USDT``, ``XRP/BTC``; any Kraken alias
+    works). Kraken calls are paced to one every ``rate_limit_delay`` seconds (0: krakked's
+    configured public pacing) and tried up to ``max_retries`` times. Every method runs the
+    blocking work in a worker thread, over ``Market.detect_gaps`` / ``Market.fill_gaps``
+    (``krakked.sync.gaps``).
+    """
+
+    def __init__(self, db_url: str | None = None, symbols: list[str] | None = None,
+                 rate_limit_delay: float = 1.1, max_retries: int = 3) -> None:
+        self.db_url = db_url
+        self.symbols = list(symbols) if symbols is not None else list(DEFAULT_SYMBOLS)
+        self.rate_limit_delay = rate_limit_delay
+        self.max_retries = max_retries
+        self._market: Market | None = None
+
+    def _open(self) -> Market:
+        from krakked.config import load_settings
+        from krakked.kraken.http import RetryPolicy
+        from krakked.kraken.limits import PublicLimiter
+        from krakked.kraken.spot import SpotClient
+
+        settings = load_settings()
+        pacer = (PublicLimiter(1.0 / self.rate_limit_delay, 1)
+                 if self.rate_limit_delay > 0 else None)
+        client = SpotClient(settings=settings, public_limiter=pacer,
+                            retry=RetryPolicy(max_attempts=max(1, self.max_retries)))
+        try:
+            return Market(self.db_url, settings=settings, client=client)
+        except BaseException:
+            client.close()
+            raise
+
+    async def start(self) -> None:
+        """Open the store and the Kraken client."""
+        if self._market is None:
+            self._market = await asyncio.to_thread(self._open)
+
+    async def stop(self) -> None:
+        """Close the store and the client."""
+        if self._market is not None:
+            market, self._market = self._market, None
+
+            def shut() -> None:
+                market.close()
+                market.client.close()
+
+            await asyncio.to_thread(shut)
+
+    async def __aenter__(self) -> GapFiller:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        await self.start()
+        assert self._market is not None
+        return await asyncio.to_thread(getattr(self._market, name), *args, **kwargs)
+
+    async def detect_gaps(self, min_gap_minutes: int = 2) -> list[DataGap]:
+        """The gaps of ``symbols`` longer than ``min_gap_minutes``, oldest first (pairs with
+        nothing stored have none)."""
+        scan = await self._run("detect_gaps", self.symbols, timedelta(minutes=min_gap_minutes))
+        return list(scan.gaps)
+
+    async def fill_gap_ohlc(self, gap: DataGap) -> int:
+        """Fill a 1m candle gap from Kraken's 1m OHLC (its latest 720 bars); candles stored."""
+        return int(await self._run("fill_gap_ohlc", gap))
+
+    async def fill_gap_trades(self, gap: DataGap) -> int:
+        """Fill a gap from Kraken's Trades over its range; trades Kraken returned in it."""
+        fill = await self._run("fill_gap_trades", gap)
+        return int(fill.fetched)
+
+    async def update_sync_status(self, symbol: str, newest_time: datetime) -> None:
+        """Refresh ``symbol``'s ``candles_1m`` row of ``data_sync_status`` (newest, oldest,
+        total, last sync) from the candles stored. A status row describes what is stored, so
+        its ``newest_timestamp`` is the newest stored candle, never ``newest_time`` as given
+        (kept for the original signature)."""
+        from krakked.store.base import SyncUpdate
+
+        await self.start()
+        assert self._market is not None
+        market = self._market
+
+        def refresh() -> None:
+            market.store.upsert_candles([], sync=[SyncUpdate(market.resolve(symbol),
+                                                             "candles_1m")])
+
+        await asyncio.to_thread(refresh)
+
+    async def refresh_continuous_aggregates(self) -> None:
+        """Rebuild the derived timeframes where the store materializes them (PostgreSQL's
+        rollup tables; they are also kept current with every write)."""
+        await self.start()
+        assert self._market is not None
+        await asyncio.to_thread(self._market.store.refresh_continuous_aggregates)
+
+    async def fill_all_gaps(self, max_concurrent: int = 3) -> dict[str, Any]:
+        """Detect and fill every gap of ``symbols``, ``max_concurrent`` pairs at a time:
+        ``{gaps_detected, gaps_filled, candles_inserted, trades_processed, errors}`` plus
+        ``unfillable`` (with reasons), ``remaining``, ``trades_inserted``, ``empty`` and
+        ``pairs`` (``GapFillReport.to_dict``)."""
+        report = await self._run("fill_gaps", self.symbols, max_concurrent=max_concurrent)
+        return dict(report.to_dict())
+
+
+async def run_gap_filler(db_url: str | None = None, symbols: list[str] | None = None
+                         ) -> dict[str, Any]:
+    """Detect and fill the gaps of ``symbols`` (default ``DEFAULT_SYMBOLS``) in the store at
+    ``db_url``; returns ``GapFiller.fill_all_gaps``'s summary."""
+    async with GapFiller(db_url, symbols) as filler:
+        return await filler.fill_all_gaps()

@@ -11,22 +11,33 @@ built-in offline tables (``market.pairs.Universe.resolve``, the one function tha
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from krakked.config import Settings, load_settings
-from krakked.errors import KrakenError, NoDataError, StoreError, UnknownPairError
+from krakked.errors import KrakenError, NoDataError, StoreError, UnknownPairError, UsageError
 from krakked.kraken.spot import SpotClient
 from krakked.market.candles import Candle
+from krakked.market.gaps import DataGap
 from krakked.market.pairs import PairMetadata, Universe, snapshot_cannot_apply
 from krakked.store import MarketStore, open_store
 from krakked.store.arrow import PAIR_SCHEMA
 from krakked.sync.csv_import import DEFAULT_BATCH_SIZE, ImportResult, import_csv
 from krakked.sync.csv_import import ProgressCallback as ImportProgressCallback
+from krakked.sync.gaps import (
+    GapFillReport,
+    GapScan,
+    ProgressCallback,
+    TradesFill,
+    fill_gap_ohlc,
+    fill_gap_trades,
+    fill_gaps,
+    scan_gaps,
+)
 from krakked.sync.ohlc import OhlcSyncResult, backfill_ohlc
 from krakked.sync.verify import VerifyResult, verify_candles
 
@@ -274,3 +285,71 @@ class Market:
         return import_csv(self.store, given, directory, resolve=self.resolve, pairs=pairs,
                           all_intervals=all_intervals, batch_size=batch_size,
                           skip_bad=skip_bad, build_candles=build_candles, progress=progress)
+    # -- gaps ----------------------------------------------------------------------------------
+
+    def _gap_rest(self, symbol: str) -> str:
+        """The name Kraken's REST calls take for canonical ``symbol`` (its altname)."""
+        meta = self.universe.all_pairs.get(symbol)
+        return meta.rest_symbol if meta is not None else symbol
+
+    def _gap_symbols(self, pairs: Sequence[str] | None) -> list[str]:
+        """Canonical names of ``pairs`` (default: the original gap filler's ``DEFAULT_SYMBOLS``),
+        each once, first seen first; ``UnknownPairError`` for a name that names no pair."""
+        from krakked.market.pairs import DEFAULT_SYMBOLS
+
+        names = list(DEFAULT_SYMBOLS) if pairs is None else list(pairs)
+        if not names:
+            raise UsageError("give at least one pair, e.g. XBTUSD")
+        return list(dict.fromkeys(self.resolve(name) for name in names))
+
+    def detect_gaps(self, pairs: Sequence[str] | None = None,
+                    min_gap: str | int | timedelta = "2m", *,
+                    now: datetime | None = None) -> GapScan:
+        """The gaps in stored 1m candles and trades of ``pairs`` (default ``DEFAULT_SYMBOLS``:
+        XRP/USDT, BTC/USDT, XRP/BTC) longer than ``min_gap`` (``90s``, ``2m``, ``1h``, ``1d``, a
+        ``timedelta`` or minutes), the candle tail up to the last minute closed at ``now``
+        (default: the clock). ``GapScan.gaps`` lists them; ``GapScan.empty`` names the pairs
+        with nothing stored. Reads the store only: Kraken is not asked."""
+        from krakked.market.gaps import parse_span
+
+        span = parse_span(min_gap, "min_gap")
+        return scan_gaps(self.store, self._gap_symbols(pairs), min_gap=span,
+                         now=now or datetime.now(UTC))
+
+    def fill_gaps(self, pairs: Sequence[str] | None = None,
+                  min_gap: str | int | timedelta = "2m", *, max_concurrent: int = 3,
+                  now: Callable[[], datetime] | None = None,
+                  progress: ProgressCallback | None = None,
+                  scan: GapScan | None = None) -> GapFillReport:
+        """Detect (or take ``scan``'s) gaps of ``pairs`` and fill them from Kraken: small recent
+        1m candle gaps from OHLC, the rest from Trades (``krakked.sync.gaps``), at most
+        ``max_concurrent`` pairs at a time; ``progress`` hears of every gap and page. Each gap
+        is tried once; what could not be filled is in the report with its reason
+        (``GapFillReport.to_dict()`` has the original gap filler's keys)."""
+        clock = now or (lambda: datetime.now(UTC))
+        if scan is None:
+            scan = self.detect_gaps(pairs, min_gap, now=clock())
+        by_symbol: dict[str, list[Any]] = {}
+        for gap in scan.gaps:
+            by_symbol.setdefault(gap.symbol, []).append(gap)
+        self._ensure_pairs()
+        targets = [(symbol, self._gap_rest(symbol)) for symbol in scan.symbols
+                   if symbol not in scan.empty]
+        report = fill_gaps(self.client, self.store, targets, gaps=by_symbol,
+                           max_concurrent=max_concurrent, min_gap=scan.min_gap, now=clock,
+                           seen=scan.now, progress=progress)
+        return GapFillReport(report.pairs, list(scan.empty))
+
+    def fill_gap_ohlc(self, gap: DataGap, *, now: Callable[[], datetime] | None = None) -> int:
+        """Fill one 1m candle gap from Kraken's 1m OHLC (the part it still serves); returns the
+        candles stored (``krakked.sync.gaps.fill_gap_ohlc``)."""
+        self._ensure_pairs()
+        return fill_gap_ohlc(self.client, self.store, gap, rest_symbol=self._gap_rest(gap.symbol),
+                             now=now or (lambda: datetime.now(UTC)))
+
+    def fill_gap_trades(self, gap: DataGap) -> TradesFill:
+        """Fill one gap (trades, or 1m candles built from them) from Kraken's Trades over
+        exactly its range (``krakked.sync.gaps.fill_gap_trades``)."""
+        self._ensure_pairs()
+        return fill_gap_trades(self.client, self.store, gap,
+                               rest_symbol=self._gap_rest(gap.symbol))

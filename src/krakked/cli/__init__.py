@@ -18,6 +18,7 @@ from krakked.cli import (  # noqa: F401 - registers
     common,
     connection,
     csv_import,
+    gaps,
     history,
     market,
     sim,

@@ -11,19 +11,22 @@ built-in offline tables (``market.pairs.Universe.resolve``, the one function tha
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from krakked.config import Settings, load_settings
-from krakked.errors import KrakenError, NoDataError, StoreError, UnknownPairError
+from krakked.errors import KrakenError, NoDataError, StoreError, UnknownPairError, UsageError
 from krakked.kraken.spot import SpotClient
 from krakked.market.candles import Candle
 from krakked.market.pairs import PairMetadata, Universe, snapshot_cannot_apply
 from krakked.store import MarketStore, open_store
 from krakked.store.arrow import PAIR_SCHEMA
 from krakked.sync.ohlc import OhlcSyncResult, backfill_ohlc
+from krakked.sync.trades import TradesBackfillResult, TradesProgress, backfill_trades
 
 __all__ = ["Market"]
 
@@ -235,3 +238,47 @@ class Market:
             "store": self.store.health_check(),
             "symbols": self.store.get_symbols(),
         }
+
+    # -- trades backfill -----------------------------------------------------------------------
+
+    def rest_name(self, pair: str) -> str:
+        """The name Kraken's REST calls take for any alias: AssetPairs' ``altname`` when the
+        pair's metadata is known, else the canonical name."""
+        canonical = self.resolve(pair)
+        meta = self.universe.all_pairs.get(canonical)
+        return meta.rest_symbol if meta is not None else canonical
+
+    def backfill_trades(
+        self,
+        pair: str,
+        since: datetime | int | str | None = None,
+        until: datetime | int | str | None = None,
+        *,
+        resume: bool = False,
+        auto_stop: bool = True,
+        build_candles: bool = True,
+        progress: Callable[[TradesProgress], None] | None = None,
+        max_pages: int | None = None,
+        stop: threading.Event | None = None,
+        poll_seconds: float | None = None,
+    ) -> TradesBackfillResult:
+        """Page ``pair``'s trades from Kraken into the store (``sync.trades.backfill_trades``:
+        resumable, each page committed with its cursor, stops at real time unless
+        ``auto_stop=False``)."""
+        canonical, rest = self.resolve(pair), self.rest_name(pair)
+        extra = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
+        return backfill_trades(self.client, self.store, canonical, rest_symbol=rest,
+                               since=since, until=until, resume=resume, auto_stop=auto_stop,
+                               build_candles=build_candles, progress=progress,
+                               max_pages=max_pages, stop=stop, **extra)
+
+    def build_candles_from_trades(self, pair: str, start: datetime | int | str | None = None,
+                                  end: datetime | int | str | None = None) -> int:
+        """(Re)build ``pair``'s 1m candles from its stored trades, for every minute in
+        ``[start, end)`` wholly inside the recorded trade coverage; returns candles written."""
+        from krakked.times import parse_utc
+
+        s, e = parse_utc(start, "start"), parse_utc(end, "end")
+        if s is not None and e is not None and e <= s:
+            raise UsageError(f"end {e.isoformat()} is not after start {s.isoformat()}")
+        return self.store.build_candles_from_trades(self.resolve(pair), s, e)

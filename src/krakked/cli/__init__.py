@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import typer
 
-from krakked.cli import account, common, connection, market, sim  # noqa: F401 - registers
+from krakked.cli import account, common, connection, market, sim, trades  # noqa: F401 - registers
 from krakked.errors import KrakkedError, UsageError
 from krakked.logs import redact
 

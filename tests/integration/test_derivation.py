@@ -381,7 +381,7 @@ def test_a_version_1_store_is_migrated_to_cover_the_runs_it_holds(tmp_path: Path
     path = tmp_path / "old.duckdb"
     _v1_duckdb(path, kept)
     with open_store(f"duckdb:///{path}") as store:
-        assert store.schema_version() == 2  # type: ignore[attr-defined]
+        assert store.schema_version() == 3  # type: ignore[attr-defined]
         hours = [c.timestamp.hour for c in store.get_candles("XBTUSD", "1h")]
         assert hours == [h for h in range(16) if h != 7]
         (info,) = [r for r in store.info() if r["interval_minutes"] == 1]

@@ -538,11 +538,11 @@ def test_readers_in_another_process_succeed_throughout_a_long_backfill(duck_url:
 def test_schema_is_versioned_and_migrating_again_changes_nothing(duck_url: str) -> None:
     with open_store(duck_url) as first:
         first.upsert_candles([candle(0)])
-        assert first.schema_version() == SCHEMA_VERSION == 2  # type: ignore[attr-defined]
+        assert first.schema_version() == SCHEMA_VERSION == 3  # type: ignore[attr-defined]
     with open_store(duck_url) as again:
         rows = again._rows(  # type: ignore[attr-defined]
             "SELECT version FROM schema_version ORDER BY version")
-        assert rows == [{"version": 1}, {"version": 2}]
+        assert rows == [{"version": 1}, {"version": 2}, {"version": 3}]
         assert len(again.get_candles("XBTUSD", "1m")) == 1
     with open_store(duck_url, read_only=True) as ro:
         assert len(ro.get_candles("XBTUSD", "1m")) == 1

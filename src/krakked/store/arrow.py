@@ -63,7 +63,7 @@ TRADE_SCHEMA = pa.schema([
     pa.field("timestamp", TS, nullable=False),
     pa.field("price", DECIMAL, nullable=False),
     pa.field("volume", DECIMAL, nullable=False),
-    pa.field("side", pa.string(), nullable=False),
+    pa.field("side", pa.string()),  # buy | sell; null for rows of Kraken's CSV files
     pa.field("order_type", pa.string()),
     pa.field("misc", pa.string()),
     pa.field("source", pa.string()),

@@ -35,6 +35,7 @@ from krakked.market.candles import (
     Candle,
     HistoricalTrade,
     SourceSegment,
+    bucket_ceil_us,
     bucket_floor_us,
     epoch_us,
     from_epoch_us,
@@ -59,12 +60,15 @@ __all__ = [
     "MarketStore",
     "RetentionPolicy",
     "SyncUpdate",
+    "TradeCoverage",
     "batch_coverage",
+    "minutes_to_build",
     "redact_url",
     "sync_target",
+    "whole_minutes",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 ROLLUPS: dict[int, str] = {
     5: "candles_5m", 15: "candles_15m", 30: "candles_30m", 60: "candles_1h",
@@ -103,6 +107,49 @@ class Coverage:
     interval_minutes: int
     start: datetime
     end: datetime
+
+
+@dataclass(frozen=True)
+class TradeCoverage:
+    """A range a trades writer vouches for: every trade of ``symbol`` with ``start <= time <
+    end`` is in the batch written with it (or already stored).
+
+    The store records it in ``trade_coverage`` with the trades; 1-minute candles are built
+    from trades only for the whole minutes such ranges span (a minute partly known would give
+    a wrong candle), and the holes between ranges are the gaps ``krakked gaps`` reports.
+    """
+
+    symbol: str
+    start: datetime
+    end: datetime
+
+
+def trade_coverage_ranges(coverage: Iterable[TradeCoverage]) -> dict[str, list[tuple[int, int]]]:
+    """``TradeCoverage`` -> symbol -> merged ``[from, until)`` epoch-µs ranges."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for cov in coverage:
+        if cov.end < cov.start:
+            raise UsageError(f"trade coverage of {cov.symbol} ends before it starts: "
+                             f"{cov.start.isoformat()} .. {cov.end.isoformat()}")
+        out.setdefault(cov.symbol, []).append((epoch_us(cov.start), epoch_us(cov.end)))
+    return {symbol: merge_ranges(ranges) for symbol, ranges in out.items()}
+
+
+def whole_minutes(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The whole minutes inside each ``[from, until)`` range (epoch µs), as ranges."""
+    out = [(bucket_ceil_us(a, 1), bucket_floor_us(b, 1)) for a, b in ranges]
+    return [(a, b) for a, b in out if b > a]
+
+
+def minutes_to_build(covered: Sequence[tuple[int, int]], window: tuple[int, int] | None
+                     ) -> list[tuple[int, int]]:
+    """The whole minutes of the trade coverage ``covered`` inside ``window`` (epoch µs,
+    widened to whole minutes): where 1-minute candles can be built from trades."""
+    minutes = whole_minutes(covered)
+    if window is None:
+        return minutes
+    a0, b0 = bucket_floor_us(window[0], 1), bucket_ceil_us(window[1], 1)
+    return [(max(a, a0), min(b, b0)) for a, b in minutes if min(b, b0) > max(a, a0)]
 
 
 @dataclass(frozen=True)
@@ -309,9 +356,40 @@ class MarketStore(ABC):
         Returns the number of rows inserted or replaced."""
 
     @abstractmethod
-    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
+    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = (),
+                     coverage: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+                     build_candles: bool = False) -> int:
         """Insert ``table`` (``TRADE_SCHEMA``) on (timestamp, symbol, id), ignoring rows already
-        stored; ``sync`` rows in the same transaction. Returns rows inserted."""
+        stored; rows of Kraken's CSV files (id None) get synthetic ids by their position in
+        their (symbol, second) in the batch and are reconciled with API rows of the same trade
+        (``store.trade_sql``). ``coverage`` (symbol -> epoch-µs ranges) is merged into the
+        recorded trade coverage; with ``build_candles`` the 1-minute candles of the whole
+        covered minutes the batch or the coverage touch are rebuilt from the stored trades;
+        ``sync`` rows — all in the same transaction where the backend has them. Returns the
+        change in stored trades."""
+
+    @abstractmethod
+    def read_trade_coverage(self, symbol: str) -> list[tuple[int, int]]:
+        """``symbol``'s recorded trade coverage: merged ``[from, until)`` epoch-µs ranges."""
+
+    @abstractmethod
+    def build_candles_from_trades(self, symbol: str, start: datetime | None = None,
+                                  end: datetime | None = None) -> int:
+        """(Re)build ``symbol``'s 1-minute candles (source ``trades``) from its stored trades,
+        in the engine, for every whole minute in ``[start, end)`` that the recorded trade
+        coverage spans, with the volume rule; those minutes become 1m coverage. Returns the
+        candles written."""
+
+    @abstractmethod
+    def trade_id_holes(self, symbol: str, start: datetime | None = None,
+                       end: datetime | None = None) -> list[dict[str, Any]]:
+        """Holes in Kraken's trade-id sequence among ``symbol``'s API rows with ``start <=
+        time < end``: ``symbol, after_id, after_time, before_id, before_time, missing``."""
+
+    @abstractmethod
+    def trades_summary(self, symbol: str) -> dict[str, Any] | None:
+        """``first``, ``last``, ``rows``, ``last_id`` (newest Kraken id), ``last_api_time``
+        (newest API row) of ``symbol``'s trades, or None when there are none."""
 
     @abstractmethod
     def write_pairs(self, table: pa.Table) -> None:
@@ -407,10 +485,15 @@ class MarketStore(ABC):
         return self.write_candles(table, sync, batch_coverage(table, coverage))
 
     def upsert_trades(self, trades: Iterable[HistoricalTrade] | pa.Table,
-                      sync: Sequence[SyncUpdate] = ()) -> int:
-        """Insert trades (objects or an Arrow table), once each."""
+                      sync: Sequence[SyncUpdate] = (), coverage: Iterable[TradeCoverage] = (),
+                      build_candles: bool = True) -> int:
+        """Insert trades (objects or an Arrow table), once each, with the ranges the writer
+        vouches for (``TradeCoverage``); with ``build_candles`` the 1-minute candles of the
+        whole minutes those ranges span are rebuilt in the same write
+        (``write_trades``)."""
         table = trades if isinstance(trades, pa.Table) else trades_to_arrow(trades)
-        return self.write_trades(table.cast(TRADE_SCHEMA), sync)
+        return self.write_trades(table.cast(TRADE_SCHEMA), sync,
+                                 trade_coverage_ranges(coverage), build_candles)
 
     def append_bars(self, pair: str, tf: str | int, bars: Iterable[Candle]) -> int:
         """The original module's write: store ``bars`` of ``pair``/``tf`` (idempotent)."""

@@ -40,12 +40,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from krakked.errors import (
     StoreError,
@@ -54,7 +53,7 @@ from krakked.errors import (
     UsageError,
     first_line,
 )
-from krakked.market.candles import SourceSegment, bucket_ceil_us, epoch_us, merge_ranges
+from krakked.market.candles import SourceSegment, epoch_us
 from krakked.store.arrow import PAIR_SCHEMA, TRADE_SCHEMA, as_schema
 from krakked.store.base import (
     ROLLUPS,
@@ -64,70 +63,42 @@ from krakked.store.base import (
     batch_coverage,
     sync_target,
 )
+from krakked.store.duckdb_writes import (
+    exec_all,
+    merge_coverage,
+    rebuild_trade_candles,
+    scalar,
+    trade_coverage_ranges,
+    trim_coverage,
+    upsert_candle_rows,
+    write_trade_rows,
+)
 from krakked.store.sql import (
     CANDLE_COLS,
     DEC,
     PAIR_COLS,
-    TRADE_COLS,
     TRADE_READ_COLS,
     US_PER_MINUTE,
     aggregate_query,
     coverage_query,
     coverage_runs_query,
-    dedupe_candles_query,
-    keys_unique,
     last_closes_with,
     lit,
     py_value,
     read_segments_with,
-    row_index,
-    same_trade,
     to_arrow,
     ts_lit,
-    with_trade_ids,
 )
+from krakked.store.trade_sql import trade_id_holes_query, trades_summary_query
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "MIGRATIONS",
     "DuckDBStore",
-    "merge_coverage",
-    "trim_coverage",
 ]
 
-def merge_coverage(con: duckdb.DuckDBPyConnection,
-                   coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]]) -> None:
-    """Merge ``coverage`` ((symbol, interval) -> epoch-µs ranges) into ``candle_coverage``
-    (kept as disjoint, non-touching ranges), inside the caller's transaction."""
-    for (symbol, minutes), ranges in sorted(coverage.items()):
-        if not ranges:
-            continue
-        lo, hi = min(a for a, _ in ranges), max(b for _, b in ranges)
-        near = ("symbol = $symbol AND interval_minutes = $m AND "
-                "epoch_us(covered_until) >= $lo AND epoch_us(covered_from) <= $hi")
-        params = {"symbol": symbol, "m": minutes, "lo": lo, "hi": hi}
-        existing = _exec(con, "SELECT epoch_us(covered_from), epoch_us(covered_until) FROM "
-                              f"candle_coverage WHERE {near}", params)
-        merged = merge_ranges([*ranges, *((int(a), int(b)) for a, b in existing)])
-        _exec(con, f"DELETE FROM candle_coverage WHERE {near}", params)
-        con.executemany(
-            "INSERT INTO candle_coverage VALUES (?, ?, make_timestamptz(?), make_timestamptz(?))",
-            [(symbol, minutes, a, b) for a, b in merged])
-
-
-def trim_coverage(con: duckdb.DuckDBPyConnection, cutoff: datetime) -> None:
-    """After deleting candles opening before ``cutoff``: coverage starts no earlier than each
-    interval's first bucket at or after it."""
-    _exec(con, f"DELETE FROM candle_coverage WHERE covered_until <= {ts_lit(cutoff)}")
-    cut = epoch_us(cutoff)
-    for (minutes,) in _exec(con, "SELECT DISTINCT interval_minutes FROM candle_coverage "
-                                 f"WHERE covered_from < {ts_lit(cutoff)}"):
-        first = bucket_ceil_us(cut, int(minutes))
-        _exec(con, "UPDATE candle_coverage SET covered_from = make_timestamptz($first) "
-                   "WHERE interval_minutes = $m AND epoch_us(covered_from) < $first",
-              {"first": first, "m": int(minutes)})
-        _exec(con, "DELETE FROM candle_coverage WHERE covered_from >= covered_until")
-
+_exec = exec_all
+_scalar = scalar
 
 # --- schema and migrations ----------------------------------------------------------------------
 
@@ -178,11 +149,27 @@ _V2 = [
     *(_rollup_view(m) for m in sorted(ROLLUPS)),
 ]
 
+_V3 = [
+    # The trades key becomes the writer's rule (an ART index costs 2.5 GB for 20 M rows);
+    # side is unknown for rows of Kraken's CSV files.
+    "CREATE TABLE trades_v3 (id BIGINT NOT NULL, symbol VARCHAR NOT NULL, "
+    f"timestamp TIMESTAMPTZ NOT NULL, price {DEC} NOT NULL, volume {DEC} NOT NULL, "
+    "side VARCHAR, order_type VARCHAR, misc VARCHAR, source VARCHAR)",
+    "INSERT INTO trades_v3 SELECT * FROM trades ORDER BY symbol, timestamp, abs(id)",
+    "DROP TABLE trades",
+    "ALTER TABLE trades_v3 RENAME TO trades",
+    "CREATE TABLE IF NOT EXISTS trade_coverage (symbol VARCHAR NOT NULL, "
+    "covered_from TIMESTAMPTZ NOT NULL, covered_until TIMESTAMPTZ NOT NULL, "
+    "PRIMARY KEY (symbol, covered_from))",
+]
+
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "tables pairs, trades, candles, data_sync_status", _V1),
     (2, "table candle_coverage (recorded coverage of each candle series, filled with the runs "
         "of consecutive candles stored); rollup views candles_5m..candles_1w derive only "
         "buckets that coverage spans", _V2),
+    (3, "trades keyed by the writer (no index; side nullable for CSV rows); table "
+        "trade_coverage (ranges in which every trade is stored)", _V3),
 ]
 """(version, description, statements), applied in order, each in one transaction."""
 
@@ -388,77 +375,28 @@ class DuckDBStore(MarketStore):
             coverage = batch_coverage(table)
         if table.num_rows == 0 and not sync and not coverage:
             return 0
-        unique = keys_unique(table)
-        cols = ", ".join(CANDLE_COLS)
         with self._txn() as con:
-            written = 0
-            if table.num_rows:
-                if not unique:
-                    con.register("__raw", row_index(table))
-                    try:
-                        table = to_arrow(con.sql(dedupe_candles_query("__raw", "__i")))
-                    finally:
-                        con.unregister("__raw")
-                span = pc.min_max(table["timestamp"]).as_py()
-                near = (f"c.timestamp >= {ts_lit(span['min'])} AND "
-                        f"c.timestamp <= {ts_lit(span['max'])}")
-                same = ("c.timestamp = b.timestamp AND c.symbol = b.symbol AND "
-                        "c.interval_minutes = b.interval_minutes")
-                sets = ", ".join(f"{c} = b.{c}" for c in CANDLE_COLS[3:])
-                con.register("__batch", table)
-                try:
-                    written = int(_scalar(
-                        con, f"UPDATE candles AS c SET {sets} FROM __batch AS b "
-                             f"WHERE {near} AND {same} AND b.volume >= c.volume") or 0)
-                    written += int(_scalar(
-                        con, f"INSERT INTO candles ({cols}) SELECT {cols} FROM __batch AS b "
-                             f"WHERE NOT EXISTS (SELECT 1 FROM candles AS c WHERE {near} AND "
-                             f"{same}) ORDER BY symbol, interval_minutes, timestamp") or 0)
-                finally:
-                    con.unregister("__batch")
+            written = upsert_candle_rows(con, table)
             merge_coverage(con, coverage)
             self._write_sync(con, sync, targets)
         return written
 
-    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
-        """Insert trades once each (module docstring: synthetic ids for id-less CSV rows, and
-        a CSV row and an API row of the same trade are stored once, as the API row)."""
+    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = (),
+                     coverage: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+                     build_candles: bool = False) -> int:
+        """See ``MarketStore.write_trades``; the key is kept by the writer and CSV rows are
+        reconciled with API rows (``store.trade_sql``), all in one transaction."""
         targets = [sync_target(u, "trades") for u in sync]
-        if table.num_rows == 0 and not sync:
+        coverage = coverage or {}
+        if table.num_rows == 0 and not sync and not coverage:
             return 0
-        cols = ", ".join(TRADE_COLS)
         with self._txn() as con:
-            written = 0
-            if table.num_rows:
-                csv_rows = table["id"].null_count
-                if csv_rows:
-                    con.register("__raw", row_index(table))
-                    try:
-                        table = to_arrow(con.sql(with_trade_ids("__raw", "__i")))
-                    finally:
-                        con.unregister("__raw")
-                span = pc.min_max(table["timestamp"]).as_py()
-                lo = span["min"].replace(microsecond=0)
-                hi = span["max"].replace(microsecond=0) + timedelta(seconds=1)
-                near = f"t.timestamp >= {ts_lit(lo)} AND t.timestamp < {ts_lit(hi)}"
-                keep = ""
-                if csv_rows:  # a CSV row yields to an API row of the same trade
-                    keep = (f"WHERE b.id >= 0 OR NOT EXISTS (SELECT 1 FROM (SELECT * FROM "
-                            f"trades AS t WHERE t.id >= 0 AND {near} UNION ALL SELECT * FROM "
-                            f"__batch WHERE id >= 0) AS a WHERE {same_trade('a', 'b')}) ")
-                con.register("__batch", table)
-                try:
-                    written = int(_scalar(
-                        con, f"INSERT INTO trades ({cols}) SELECT {cols} FROM __batch AS b "
-                             f"{keep}ORDER BY symbol, timestamp, abs(id) "
-                             "ON CONFLICT DO NOTHING") or 0)
-                    if csv_rows < table.num_rows:  # API rows replace their CSV twins
-                        _exec(con, f"DELETE FROM trades AS t WHERE t.id < 0 AND {near} AND "
-                                   f"EXISTS (SELECT 1 FROM __batch AS b WHERE b.id >= 0 AND "
-                                   f"{same_trade('b', 't')})")
-                finally:
-                    con.unregister("__batch")
+            written, built = write_trade_rows(con, table, coverage, build_candles)
             self._write_sync(con, sync, targets)
+            now = datetime.now(UTC)
+            for symbol in built:
+                self._refresh_status(con, symbol, "candles_1m", "candles", 1, now, None,
+                                     touch=True)
         return written
 
     def _write_sync(self, con: duckdb.DuckDBPyConnection, sync: Sequence[SyncUpdate],
@@ -574,6 +512,35 @@ class DuckDBStore(MarketStore):
             sql += f" LIMIT {max(0, int(limit))}"
         return as_schema(self._arrow(sql), TRADE_SCHEMA)
 
+    def read_trade_coverage(self, symbol: str) -> list[tuple[int, int]]:
+        """See ``MarketStore.read_trade_coverage``."""
+        with self._session() as con:
+            return trade_coverage_ranges(con, symbol)
+
+    def build_candles_from_trades(self, symbol: str, start: datetime | None = None,
+                                  end: datetime | None = None) -> int:
+        """See ``MarketStore.build_candles_from_trades`` (in SQL, one transaction)."""
+        window = None
+        if start is not None or end is not None:
+            window = (epoch_us(start) if start else 0,
+                      epoch_us(end) if end else 2 ** 62)
+        with self._txn() as con:
+            written = rebuild_trade_candles(con, symbol, window)
+            self._refresh_status(con, symbol, "candles_1m", "candles", 1, datetime.now(UTC),
+                                 None, touch=True)
+        return written
+
+    def trade_id_holes(self, symbol: str, start: datetime | None = None,
+                       end: datetime | None = None) -> list[dict[str, Any]]:
+        """See ``MarketStore.trade_id_holes``."""
+        return self._rows(trade_id_holes_query(
+            "trades", f"symbol = {lit(symbol)}" + _time_filter(start, end)))
+
+    def trades_summary(self, symbol: str) -> dict[str, Any] | None:
+        """See ``MarketStore.trades_summary``."""
+        rows = self._rows(trades_summary_query("trades", symbol))
+        return rows[0] if rows and rows[0]["rows"] else None
+
     def read_pairs(self) -> pa.Table:
         """The stored universe snapshot, by canonical name."""
         return as_schema(
@@ -601,6 +568,11 @@ class DuckDBStore(MarketStore):
             "ORDER BY symbol, data_type")
 
 
+def _time_filter(start: datetime | None, end: datetime | None) -> str:
+    out = f" AND timestamp >= {ts_lit(start)}" if start is not None else ""
+    return out + (f" AND timestamp < {ts_lit(end)}" if end is not None else "")
+
+
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
     found = _scalar(con, "SELECT count(*) FROM information_schema.tables "
                          "WHERE table_name = 'schema_version'")
@@ -608,15 +580,3 @@ def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
         return 0
     version = _scalar(con, "SELECT max(version) FROM schema_version")
     return int(version) if version is not None else 0
-
-
-def _exec(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> list[Any]:
-    """Run ``sql`` and consume its whole result (DuckDB wants results finished)."""
-    cursor = con.execute(sql) if params is None else con.execute(sql, params)
-    return cursor.fetchall()
-
-
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> Any:
-    """The first column of the first row of ``sql``."""
-    rows = _exec(con, sql, params)
-    return rows[0][0] if rows else None

@@ -27,9 +27,10 @@ Promises:
   sidecar ``<PAIR>.csv.status.json`` written after the data file is in place: a crash between
   the two leaves the previous status, whose cursor is behind the data (the next sync re-fetches
   a little, which the idempotent upsert absorbs) — never a cursor ahead of the data;
-- the recorded coverage of a candle file (``MarketStore.write_candles``: the ranges its writers
-  vouched for) lives beside its status: Parquet metadata key ``krakked.coverage``, or the CSV
-  sidecar ``<PAIR>.csv.coverage.json`` (written after the data file: a crash between the two
+- the recorded coverage of a candle file (``MarketStore.write_candles``: the ranges its
+  writers vouched for), and of a trades file (``TradeCoverage``), lives beside its status:
+  Parquet metadata key ``krakked.coverage``, or the CSV sidecar ``<PAIR>.csv.coverage.json``
+  (written after the data file: a crash between the two
   leaves less coverage recorded, never more). The runs of consecutive candles a file holds are
   coverage by themselves (so a file written by other tools still serves every bucket its rows
   span), and nothing is recorded while they say it all;
@@ -80,6 +81,7 @@ from krakked.store.base import (
     batch_coverage,
     sync_target,
 )
+from krakked.store.files_trades import FileTrades
 from krakked.store.sql import (
     CANDLE_COLS,
     TRADE_COLS,
@@ -92,7 +94,6 @@ from krakked.store.sql import (
     py_value,
     read_segments_with,
     row_index,
-    same_trade,
     to_arrow,
     ts_lit,
     with_trade_ids,
@@ -131,7 +132,7 @@ class _Target:
     coverage: tuple[tuple[int, int], ...] = ()
 
 
-class FileStore(MarketStore):
+class FileStore(FileTrades, MarketStore):
     """Candles, trades and pairs as Parquet or CSV files under one directory (see module doc)."""
 
     def __init__(self, root: Path | str, fmt: str, read_only: bool = False) -> None:
@@ -262,7 +263,7 @@ class FileStore(MarketStore):
         return data
 
     def _read_recorded(self, path: Path) -> list[tuple[int, int]]:
-        """The coverage recorded for the candle file ``path`` (epoch-µs ranges), if any."""
+        """The coverage recorded for the data file ``path`` (epoch-µs ranges), if any."""
         raw: bytes | None = None
         if self.fmt == "parquet":
             if path.exists():
@@ -396,7 +397,7 @@ class FileStore(MarketStore):
 
     def _targets(self, table: pa.Table, kind: Literal["candles", "trades"],
                  sync: Sequence[SyncUpdate],
-                 coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]]
+                 coverage: Mapping[tuple[str, int | None], Sequence[tuple[int, int]]]
                  ) -> list[_Target]:
         keys: dict[tuple[str, int | None], SyncUpdate | None] = {}
         if table.num_rows:
@@ -412,7 +413,7 @@ class FileStore(MarketStore):
         return [
             _Target(self.candle_path(sym, m) if kind == "candles" and m is not None
                     else self.trade_path(sym), kind, sym, m, update,
-                    tuple(coverage.get((sym, m), ())) if m is not None else ())
+                    tuple(coverage.get((sym, m), ())))
             for (sym, m), update in keys.items()
         ]
 
@@ -436,12 +437,14 @@ class FileStore(MarketStore):
                             f"{self._rel(target.path, schema)}")
             files.append(target.path)
         rows = f"({' UNION ALL '.join(parts)})"
-        if target.kind == "trades":  # a CSV row yields to the API row of the same trade
-            rows = (f"(WITH __all AS (SELECT * FROM {rows}) SELECT * FROM __all AS r "
-                    f"WHERE r.id >= 0 OR NOT EXISTS (SELECT 1 FROM __all AS a WHERE a.id >= 0 "
-                    f"AND {same_trade('a', 'r')}))")
         sql = (f"SELECT {cols}, __new FROM {rows} "
-               f"QUALIFY row_number() OVER ({rank}) = 1 ORDER BY {order}")
+               f"QUALIFY row_number() OVER ({rank}) = 1")
+        if target.kind == "trades":  # CSV rows that API rows stand for go (store.trade_sql)
+            group = "symbol, epoch_us(timestamp) // 1000000, price, volume"
+            sql = (f"SELECT * FROM ({sql}) QUALIFY id >= 0 OR row_number() OVER (PARTITION BY "
+                   f"{group}, id < 0 ORDER BY id DESC) > sum(CASE WHEN id >= 0 THEN 1 ELSE 0 "
+                   f"END) OVER (PARTITION BY {group})")
+        sql += f" ORDER BY {order}"
         merged = self._arrow(sql, files)
         won = int(pc.sum(merged["__new"]).as_py() or 0)
         return as_schema(merged.drop_columns(["__new"]), schema), won
@@ -472,7 +475,7 @@ class FileStore(MarketStore):
 
     def _write(self, table: pa.Table, kind: Literal["candles", "trades"],
                sync: Sequence[SyncUpdate],
-               coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]] | None = None
+               coverage: Mapping[tuple[str, int | None], Sequence[tuple[int, int]]] | None = None
                ) -> int:
         targets = self._targets(table, kind, sync, coverage or {})
         if not targets:
@@ -509,6 +512,8 @@ class FileStore(MarketStore):
                             covered = merge_ranges([*recorded, *target.coverage, *runs])
                             if covered == runs:
                                 covered = []  # the rows vouch for it all: nothing to record
+                        else:
+                            covered = merge_ranges([*recorded, *target.coverage])
                         if won or not exists or status != previous or covered != recorded:
                             plans.append((target, merged, status, won, covered))
                 finally:
@@ -526,10 +531,19 @@ class FileStore(MarketStore):
         return self._write(table, "candles", sync,
                            batch_coverage(table) if coverage is None else coverage)
 
-    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
-        """Merge trades into their files, once each (id-less rows: synthetic ids, as the
-        DuckDB store)."""
-        return self._write(table, "trades", sync)
+    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = (),
+                     coverage: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+                     build_candles: bool = False) -> int:
+        """Merge trades into their files, once each (id-less rows: synthetic ids and their
+        reconciliation with API rows, as the DuckDB store), their coverage into the file's
+        record; then, with ``build_candles``, the 1-minute candles of the covered minutes
+        touched (a second write: files are replaced one by one)."""
+        coverage = coverage or {}
+        written = self._write(table, "trades", sync,
+                              {(s, None): r for s, r in coverage.items()})
+        if build_candles:
+            self.rebuild_touched(table, coverage)
+        return written
 
     def write_pairs(self, table: pa.Table) -> None:
         """Replace ``pairs.<ext>`` with ``table``."""

@@ -86,6 +86,7 @@ def copy_in(cur: Any, temp: str, table: pa.Table) -> None:
     """Create temporary table ``temp`` (dropped at commit) shaped like ``table`` plus ``_ord``,
     and COPY the rows into it."""
     cols = ", ".join(f"{ident(f.name)} {_pg_type(f.type)}" for f in table.schema)
+    cur.execute(f"DROP TABLE IF EXISTS {temp}")  # a second batch in one transaction
     cur.execute(f"CREATE TEMP TABLE {temp} ({cols}, _ord bigint) ON COMMIT DROP")
     if not table.num_rows:
         return

@@ -1,7 +1,8 @@
 """The PostgreSQL store's schema and its migrations, applied on open under an advisory lock.
 
 Version 1: ``trades``, ``candles``, the rollup tables ``candles_5m`` … ``candles_1w``,
-``data_sync_status``, ``pairs`` (and ``schema_version``); version 2: ``candle_coverage``.
+``data_sync_status``, ``pairs`` (and ``schema_version``); version 2: ``candle_coverage``;
+version 3: ``trade_coverage``, nullable ``side``.
 Every time-series key holds ``timestamp``, so TimescaleDB is a one-line migration per table.
 """
 
@@ -103,11 +104,29 @@ def _schema_v2() -> tuple[str, ...]:
     )
 
 
+def _schema_v3() -> tuple[str, ...]:
+    return (
+        "ALTER TABLE trades ALTER COLUMN side DROP NOT NULL",  # unknown in Kraken's CSV files
+        # CSV rows' synthetic ids become -(epoch µs × 1000 + n), as in the other backends
+        """UPDATE trades t SET id = -(x.us * 1000 + x.n) FROM (
+                SELECT ctid AS row, (extract(epoch FROM "timestamp") * 1000000)::bigint AS us,
+                       row_number() OVER (PARTITION BY symbol, "timestamp" ORDER BY ctid) AS n
+                FROM trades WHERE id < 0) x WHERE t.ctid = x.row""",
+        """CREATE TABLE trade_coverage (
+            symbol text NOT NULL,
+            covered_from timestamptz NOT NULL,
+            covered_until timestamptz NOT NULL,
+            PRIMARY KEY (symbol, covered_from))""",
+    )
+
+
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "market store: trades, candles, rollups, data_sync_status, pairs", _schema_v1()),
     (2, "candle_coverage (recorded coverage per candle series, filled with the runs of "
         "consecutive candles stored); rollups rebuilt with only the buckets it spans",
      _schema_v2()),
+    (3, "trades: side nullable (Kraken's CSV files have none), CSV rows' ids by position; "
+        "trade_coverage (ranges in which every trade is stored)", _schema_v3()),
 ]
 """(version, what it does, statements). Append a step to change the schema; never edit one."""
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION

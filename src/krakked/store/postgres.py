@@ -57,10 +57,11 @@ from krakked.store.base import (
     MarketStore,
     SyncUpdate,
     batch_coverage,
+    minutes_to_build,
     redact_url,
     sync_target,
 )
-from krakked.store.pg_copy import NUM, copy_in, copy_out, ident, select_out, ts_in
+from krakked.store.pg_copy import copy_in, copy_out, ident, select_out, ts_in
 from krakked.store.pg_rollups import (
     CANDLE_NAMES,
     CANDLE_UPDATE,
@@ -73,6 +74,14 @@ from krakked.store.pg_rollups import (
     rollup_rebuild_sql,
 )
 from krakked.store.pg_schema import migrate
+from krakked.store.pg_trades import (
+    candles_from_trades,
+    insert_trades,
+    merge_trade_coverage,
+    trade_coverage_ranges,
+    trade_id_holes,
+    trades_summary,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -245,19 +254,22 @@ class PostgresStore(MarketStore):
             self._lock_symbols(cur, symbols | {s.symbol for s in sync}
                                | {symbol for symbol, _ in coverage})
             added = self._merge_coverage(cur, coverage)
-            written = 0
-            if table.num_rows:
-                written = self._upsert_candles(cur, table)
-            if added:
-                # A rollup bucket can become whole without a row of its own changing (coverage
-                # of a quiet stretch): recompute, at every level, the buckets holding the ends
-                # of each newly covered 1-minute range.
-                cur.execute('CREATE TEMP TABLE _kk_cover_ends (symbol text, '
-                            '"timestamp" timestamptz) ON COMMIT DROP')
-                cur.executemany("INSERT INTO _kk_cover_ends VALUES (%s, %s)", added)
-                maintain_rollups(cur, "_kk_cover_ends", prune=False)
+            written = self._upsert_candles(cur, table) if table.num_rows else 0
+            self._maintain_ends(cur, added)
             self._apply_sync(cur, sync)
         return written
+
+    @staticmethod
+    def _maintain_ends(cur: Any, added: Sequence[tuple[str, datetime]]) -> None:
+        """A rollup bucket can become whole without a row of its own changing (coverage of a
+        quiet stretch): recompute, at every level, the buckets holding the ends of each newly
+        covered 1-minute range (``added``, from ``_merge_coverage``)."""
+        if added:
+            cur.execute("DROP TABLE IF EXISTS _kk_cover_ends")
+            cur.execute('CREATE TEMP TABLE _kk_cover_ends (symbol text, '
+                        '"timestamp" timestamptz) ON COMMIT DROP')
+            cur.executemany("INSERT INTO _kk_cover_ends VALUES (%s, %s)", added)
+            maintain_rollups(cur, "_kk_cover_ends", prune=False)
 
     @staticmethod
     def _merge_coverage(cur: Any, coverage: Mapping[tuple[str, int], Sequence[tuple[int, int]]]
@@ -327,88 +339,70 @@ class PostgresStore(MarketStore):
             for symbol, minutes, inserted, _ in groups if minutes in TIMEFRAMES.values()})
         return sum(int(n) for *_, n in groups)
 
-    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = ()) -> int:
+    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = (),
+                     coverage: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+                     build_candles: bool = False) -> int:
+        """See ``MarketStore.write_trades`` (``store.pg_trades``), in one transaction."""
         for update in sync:
             sync_target(update, "trades")
+        coverage = coverage or {}
         table = table.select(TRADE_SCHEMA.names)
         symbols = set(pc.unique(table["symbol"]).to_pylist()) if table.num_rows else set()
         with self._transaction("writing trades") as cur:
-            self._lock_symbols(cur, symbols | {s.symbol for s in sync})
-            inserted = self._insert_trades(cur, table) if table.num_rows else 0
+            self._lock_symbols(cur, symbols | {s.symbol for s in sync} | set(coverage))
+            deltas: dict[str, int] = {}
+            touched = {s: list(r) for s, r in coverage.items() if r}
+            if table.num_rows:
+                deltas, spans = insert_trades(cur, table)
+                self._refresh_status(cur, {(s, "trades"): n for s, n in deltas.items()})
+                for symbol, (a, b) in spans.items():
+                    touched.setdefault(symbol, []).append((a, b + 1))
+            merge_trade_coverage(cur, coverage)
+            if build_candles:
+                for symbol, ranges in sorted(touched.items()):
+                    self._rebuild_trade_candles(
+                        cur, symbol, (min(a for a, _ in ranges), max(b for _, b in ranges)))
             self._apply_sync(cur, sync)
-        return inserted
+        return sum(deltas.values())
 
-    def _insert_trades(self, cur: Any, table: pa.Table) -> int:
-        cur.execute("SET LOCAL work_mem = '128MB'")
-        copy_in(cur, "_kk_in_trades", table)
-        cur.execute('CREATE TEMP TABLE _kk_new (symbol text, "timestamp" timestamptz, '
-                    f"price {NUM}, volume {NUM}, kraken_id boolean) ON COMMIT DROP")
-        names = ", ".join(ident(n) for n in TRADE_SCHEMA.names)
-        rest = ", ".join(ts_in('"timestamp"') if n == "timestamp" else ident(n)
-                         for n in TRADE_SCHEMA.names[1:])
-        has_api = bool(pc.any(pc.is_valid(table["id"])).as_py())
-        has_csv = bool(pc.any(pc.is_null(table["id"])).as_py())
-        if has_api:
-            cur.execute(f"""
-                WITH ins AS (
-                    INSERT INTO trades ({names})
-                    SELECT id, {rest} FROM _kk_in_trades WHERE id IS NOT NULL
-                    ORDER BY "timestamp", symbol, id
-                    ON CONFLICT DO NOTHING
-                    RETURNING symbol, "timestamp", price, volume)
-                INSERT INTO _kk_new SELECT *, true FROM ins""")
-        if has_csv:
-            second = "date_trunc('second', i.ts)"
-            cur.execute(
-                """SELECT EXISTS (SELECT 1 FROM trades a JOIN (
-                       SELECT symbol, min("timestamp") AS lo, max("timestamp") AS hi
-                       FROM _kk_in_trades WHERE id IS NULL GROUP BY symbol) r
-                     ON a.symbol = r.symbol AND a.id >= 0
-                    AND a."timestamp" >= """ + ts_in("r.lo") + """ - interval '1 second'
-                    AND a."timestamp" < """ + ts_in("r.hi") + """ + interval '1 second')""")
-            overlaps_api = bool(cur.fetchone()[0])
-            not_stored = f"""AND NOT EXISTS (
-                SELECT 1 FROM trades a WHERE a.symbol = i.symbol AND a.id >= 0
-                AND a.price = i.price AND a.volume = i.volume
-                AND a."timestamp" >= {second} AND a."timestamp" < {second} + interval '1 second')"""
-            cur.execute(f"""
-                WITH i AS (
-                    SELECT *, {ts_in('"timestamp"')} AS ts, row_number() OVER (
-                        PARTITION BY symbol, "timestamp", price, volume ORDER BY _ord) AS n
-                    FROM _kk_in_trades WHERE id IS NULL),
-                ins AS (
-                    INSERT INTO trades ({names})
-                    SELECT -1 - ('x' || left(md5(concat_ws('|', symbol, "timestamp", price,
-                                 volume, n)), 15))::bit(60)::bigint,
-                           symbol, ts, price, volume, side, order_type, misc, source
-                    FROM i WHERE true {not_stored if overlaps_api else ""}
-                    ORDER BY ts, symbol
-                    ON CONFLICT DO NOTHING
-                    RETURNING symbol, "timestamp", price, volume)
-                INSERT INTO _kk_new SELECT *, false FROM ins""")
-        cur.execute("SELECT symbol, count(*) FROM _kk_new GROUP BY symbol")
-        deltas = {(symbol, "trades"): int(n) for symbol, n in cur.fetchall()}
-        inserted = sum(deltas.values())
-        if has_api and inserted:
-            cur.execute("SELECT EXISTS (SELECT 1 FROM trades WHERE id < 0 AND symbol = ANY(%s))",
-                        (sorted({s for (s, _) in deltas}),))
-            csv_rows = bool(cur.fetchone()[0])
-        if has_api and inserted and csv_rows:
-            # CSV rows (no Kraken id) that an API trade now covers: same symbol, price, volume
-            # and second.
-            cur.execute("""
-                WITH gone AS (
-                    DELETE FROM trades t USING _kk_new n
-                    WHERE n.kraken_id AND t.id < 0 AND t.symbol = n.symbol
-                      AND t."timestamp" >= date_trunc('second', n."timestamp")
-                      AND t."timestamp" < date_trunc('second', n."timestamp") + interval '1 second'
-                      AND t.price = n.price AND t.volume = n.volume
-                    RETURNING t.symbol)
-                SELECT symbol, count(*) FROM gone GROUP BY symbol""")
-            for symbol, n in cur.fetchall():
-                deltas[(symbol, "trades")] = deltas.get((symbol, "trades"), 0) - int(n)
-        self._refresh_status(cur, deltas)
-        return inserted
+    def _rebuild_trade_candles(self, cur: Any, symbol: str,
+                               window: tuple[int, int] | None) -> int:
+        lo, hi = window if window is not None else (None, None)
+        minutes = minutes_to_build(trade_coverage_ranges(cur, symbol, lo, hi), window)
+        added = self._merge_coverage(cur, {(symbol, 1): minutes} if minutes else {})
+        written = 0
+        for a, b in minutes:
+            built = candles_from_trades(cur, symbol, a, b)
+            if built.num_rows:
+                written += self._upsert_candles(cur, built)
+        self._maintain_ends(cur, added)
+        return written
+
+    def build_candles_from_trades(self, symbol: str, start: datetime | None = None,
+                                  end: datetime | None = None) -> int:
+        """See ``MarketStore.build_candles_from_trades`` (aggregated by the server)."""
+        window = None
+        if start is not None or end is not None:
+            window = (epoch_us(start) if start else 0, epoch_us(end) if end else 2 ** 62)
+        with self._transaction("building candles from trades") as cur:
+            self._lock_symbols(cur, {symbol})
+            return self._rebuild_trade_candles(cur, symbol, window)
+
+    def read_trade_coverage(self, symbol: str) -> list[tuple[int, int]]:
+        """See ``MarketStore.read_trade_coverage``."""
+        with self._transaction("reading trade coverage") as cur:
+            return trade_coverage_ranges(cur, symbol)
+
+    def trade_id_holes(self, symbol: str, start: datetime | None = None,
+                       end: datetime | None = None) -> list[dict[str, Any]]:
+        """See ``MarketStore.trade_id_holes``."""
+        with self._transaction("reading trades") as cur:
+            return trade_id_holes(cur, symbol, start, end)
+
+    def trades_summary(self, symbol: str) -> dict[str, Any] | None:
+        """See ``MarketStore.trades_summary``."""
+        with self._transaction("reading trades") as cur:
+            return trades_summary(cur, symbol)
 
     def write_pairs(self, table: pa.Table) -> None:
         table = table.select(PAIR_SCHEMA.names).cast(PAIR_SCHEMA)
@@ -497,7 +491,7 @@ class PostgresStore(MarketStore):
         query = (f"SELECT {cols} FROM trades s WHERE s.symbol = %(symbol)s"
                  + (' AND s."timestamp" >= %(start)s' if start else "")
                  + (' AND s."timestamp" < %(end)s' if end else "")
-                 + ' ORDER BY s."timestamp", s.id'
+                 + ' ORDER BY s."timestamp", abs(s.id)'
                  + (" LIMIT %(limit)s" if limit is not None else ""))
         params = {"symbol": symbol, "start": start, "end": end,
                   "limit": max(0, limit) if limit is not None else None}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -281,4 +281,13 @@ class Market:
         s, e = parse_utc(start, "start"), parse_utc(end, "end")
         if s is not None and e is not None and e <= s:
             raise UsageError(f"end {e.isoformat()} is not after start {s.isoformat()}")
-        return self.store.build_candles_from_trades(self.resolve(pair), s, e)
+        symbol = self.resolve(pair)
+        if s is None or e is None:  # an open end: the minutes of the stored trades
+            summary = self.store.trades_summary(symbol)
+            if not summary:
+                return 0
+            s = s or summary["first"].replace(second=0, microsecond=0)
+            e = e or summary["last"].replace(second=0, microsecond=0) + timedelta(minutes=1)
+            if e <= s:
+                return 0
+        return self.store.build_candles_from_trades(symbol, s, e)

@@ -291,17 +291,29 @@ def _assert_same_as_kraken(sim: Simulator, ours: dict[datetime, Any], since: dat
     return len(kraken)
 
 
+def _since_with_a_page_boundary_near(sim: Simulator, at: datetime) -> tuple[datetime, datetime]:
+    """A minute to backfill from whose first page ends near ``at`` (so a page seam lies inside
+    the minutes compared), and the time of that page's last trade."""
+    walk = _walk(sim, "XXBTZUSD", at - timedelta(days=2))
+    i = next(k for k, r in enumerate(walk) if int(r[7]) // 1000 >= epoch_us(at))
+    since = from_epoch_us(int(walk[i - PAGE_SIZE][7]) // 1000).replace(second=0, microsecond=0)
+    page = _walk(sim, "XXBTZUSD", since)[:PAGE_SIZE]
+    return since, from_epoch_us(int(page[-1][7]) // 1000)
+
+
 def test_candles_built_from_trades_equal_kraken_s_ohlc_for_every_closed_minute(
         sim: Simulator, tmp_path: Path, db_url: str) -> None:
-    since = NOW.replace(second=0) - timedelta(hours=10)  # inside OHLC's 720 minutes
+    since, seam = _since_with_a_page_boundary_near(sim, NOW - timedelta(hours=5))
+    start = NOW.replace(second=0) - timedelta(minutes=700)  # inside OHLC's 720 minutes
     with _market(sim, tmp_path, db_url) as m:
         result = m.backfill_trades("XBTUSD", since=since)
         end = result.last.replace(second=0, microsecond=0)  # type: ignore[union-attr]
-        ours = {c.timestamp: c for c in m.get_candles("XBTUSD", "1m", since, end)}
-        stored = m.store.read_stored_candles("XBTUSD", 1, since, end).to_pylist()
-    assert _assert_same_as_kraken(sim, ours, since, end) >= 580
+        ours = {c.timestamp: c for c in m.get_candles("XBTUSD", "1m", start, end)}
+        stored = m.store.read_stored_candles("XBTUSD", 1, start, end).to_pylist()
+    assert result.pages >= 2 and start < seam < end - timedelta(minutes=1)
+    assert _assert_same_as_kraken(sim, ours, start, end) >= 680
     # minutes without trades produce no candle: the store holds the traded minutes only
-    traded = {t for t, r in _sim_minutes(sim).items() if since <= t < end and int(r[7])}
+    traded = {t for t, r in _sim_minutes(sim).items() if start <= t < end and int(r[7])}
     assert {r["timestamp"] for r in stored} == traded
     assert {r["source"] for r in stored} == {"trades"}
 
@@ -498,28 +510,36 @@ def test_cli_ctrl_c_stops_after_the_page_and_rerunning_continues(
     assert again.exit_code == 0, again.output
     [rest] = json.loads(again.stdout)
     assert rest["stopped_because"] == "realtime" and rest["fetched"] == rest["stored"] > 0
+    from krakked.store import open_store
+
+    with open_store(None, settings=load_settings(), read_only=True) as store:
+        ids = store.read_trades("XBTUSD")["id"].to_pylist()
+    assert len(ids) == PAGE_SIZE + rest["stored"]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))  # no duplicate, no hole
 
 
 def test_cli_no_auto_stop_polls_until_ctrl_c(cli_env: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import krakked.cli.trades as trades_cli
 
-    installed = trades_cli._ctrl_c_sets
+    shown = trades_cli._Display.__call__
+    events: list[TradesProgress] = []
 
-    @contextlib.contextmanager
-    def armed(stop: threading.Event) -> Iterator[None]:
-        with installed(stop):
-            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
-            yield
+    def display(self: Any, event: TradesProgress) -> None:
+        shown(self, event)
+        events.append(event)
+        if len(events) == 6:  # three polls of each pair: press Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(trades_cli, "_ctrl_c_sets", armed)
+    monkeypatch.setattr(trades_cli._Display, "__call__", display)
     since = (NOW - timedelta(hours=1)).isoformat()
     done = cli("trades", "backfill", "XBTUSD", "ETHUSD", "--since", since, "--no-auto-stop",
-               "--poll-seconds", "0.05", "--json")
+               "--poll-seconds", "0.01", "--json")
     assert done.exit_code == 0, done.output  # Ctrl-C is how a --no-auto-stop run ends
     results = json.loads(done.stdout)
     assert [r["symbol"] for r in results] == ["XBTUSD", "ETHUSD"]
-    assert all(r["stopped_because"] == "interrupted" and r["pages"] >= 2 for r in results)
+    assert [(r["stopped_because"], r["pages"]) for r in results] == [("interrupted", 3)] * 2
+    assert [e.symbol for e in events] == ["XBTUSD", "ETHUSD"] * 3
 
 
 # -- the original async facade -----------------------------------------------------------------

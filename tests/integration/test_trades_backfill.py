@@ -252,6 +252,16 @@ def test_the_store_can_be_read_while_a_backfill_runs(sim: Simulator, tmp_path: P
     assert len(seen) >= 3 and seen == sorted(seen) and seen[0] == PAGE_SIZE
 
 
+def test_without_since_or_anything_stored_it_starts_at_kraken_s_first_trade(
+        sim: Simulator, tmp_path: Path) -> None:
+    with _market(sim, tmp_path) as m:
+        result = m.backfill_trades("XBTUSD", max_pages=1)
+        ids = m.store.read_trades("XBTUSD")["id"].to_pylist()
+    assert ids == list(range(1, PAGE_SIZE + 1))  # the simulator's tape starts at id 1
+    assert result.first == datetime(2026, 1, 1, tzinfo=UTC)  # at its origin
+    assert any("started at Kraken's first trade" in n for n in result.notes)
+
+
 def test_bad_windows_are_usage_errors(sim: Simulator, tmp_path: Path) -> None:
     with _market(sim, tmp_path) as m:
         with pytest.raises(UsageError, match="in the future"):
@@ -412,6 +422,44 @@ def test_cli_backfill_build_and_read_higher_timeframes(cli_env: Path) -> None:
     first = [c for c in ones if c["timestamp"] < five[1]["timestamp"]]
     assert Decimal(five[0]["volume"]) == sum(Decimal(c["volume"]) for c in first)
     assert five[0]["open"] == first[0]["open"] and five[0]["close"] == first[-1]["close"]
+
+
+def test_cli_without_a_terminal_logs_progress_lines_and_ends_with_a_summary(
+        cli_env: Path) -> None:
+    since = (NOW - timedelta(days=2)).isoformat()
+    done = cli("trades", "backfill", "ETH/USD", "--since", since)
+    assert done.exit_code == 0, done.output
+    assert "ETHUSD: 1 page, 1000 trades (1000 new), up to 2026-11-2" in done.stderr
+    assert "stopped: realtime" in done.stderr
+    assert "Trades backfill" in done.stdout and "realtime" in done.stdout
+
+
+def test_on_a_terminal_each_pair_gets_a_progress_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    import krakked.cli.trades as trades_cli
+
+    screen = Console(record=True, force_terminal=True, width=140)
+    monkeypatch.setattr(trades_cli.common, "err", screen)
+    with trades_cli._Display(show_bar=True, quiet=False) as display:
+        for pages in (1, 2):
+            display(TradesProgress("XBTUSD", pages, pages * 1000, pages * 1000, 1, NOW,
+                                   NOW + timedelta(hours=pages)))
+        display(TradesProgress("ETHUSD", 1, 10, 10, 1, NOW, NOW + timedelta(hours=1)))
+    text = screen.export_text()
+    assert "XBTUSD" in text and "2 pages · 2000 trades" in text
+    assert "ETHUSD" in text and "1 page · 10 trades" in text and "/s" in text
+
+
+def test_cli_until_stops_before_it(cli_env: Path) -> None:
+    since, until = NOW - timedelta(days=2), NOW - timedelta(days=1)
+    done = cli("trades", "backfill", "XBTUSD", "--since", since.isoformat(), "--until",
+               until.isoformat(), "--json")
+    assert done.exit_code == 0, done.output
+    [result] = json.loads(done.stdout)
+    assert result["stopped_because"] == "until" and result["stored"] > PAGE_SIZE
+    assert since <= datetime.fromisoformat(result["first"])
+    assert datetime.fromisoformat(result["last"]) < until
 
 
 def test_cli_symbols_flag_and_default_symbols(cli_env: Path) -> None:

@@ -67,9 +67,9 @@ class _Display:
         self.quiet = quiet
         self.interval = interval
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(),
-            TextColumn("{task.fields[pages]} pages · {task.fields[trades]} trades · "
-                       "{task.fields[rate]} trades/s · {task.fields[newest]}"),
+            TextColumn("{task.description}"), BarColumn(bar_width=16),
+            TextColumn("{task.fields[pages]} · {task.fields[trades]} trades · "
+                       "{task.fields[rate]}/s · {task.fields[newest]}"),
             TimeRemainingColumn(), console=common.err, disable=not show_bar)
         self.show_bar = show_bar
         self._tasks: dict[str, Any] = {}
@@ -91,12 +91,12 @@ class _Display:
         origin = self._origin.setdefault(symbol, event.started or event.newest
                                          or datetime.now(UTC))
         rate = event.fetched / (now - began) if now > began else 0.0
-        newest = event.newest.isoformat()[:19] if event.newest else "-"
+        newest = _short(event.newest)
         if event.waiting:
-            newest += " (real time; polling)"
+            newest += " (polling)"
         span = max(1.0, (datetime.now(UTC) - origin).total_seconds())
         done = ((event.newest - origin).total_seconds() if event.newest else 0.0)
-        fields = {"pages": event.pages, "trades": event.fetched, "rate": f"{rate:,.0f}",
+        fields = {"pages": _pages(event.pages), "trades": event.fetched, "rate": f"{rate:,.0f}",
                   "newest": newest}
         if symbol not in self._tasks:
             self._tasks[symbol] = self.bar.add_task(symbol, total=span, **fields)
@@ -106,15 +106,15 @@ class _Display:
         if not self.show_bar and not self.quiet and (
                 now - self._logged.get(symbol, -1e9) >= self.interval):
             self._logged[symbol] = now
-            common.err.print(f"{symbol}: {event.pages} pages, {event.fetched} trades "
-                             f"({event.stored} new), up to {newest}", highlight=False)
+            common.err.print(f"{symbol}: {_pages(event.pages)}, {event.fetched} trades "
+                             f"({event.stored} new), up to {newest} UTC", highlight=False)
 
     def finished(self, result: Any) -> None:
         if symbol_task := self._tasks.get(result.symbol):
             self.bar.update(symbol_task, completed=self.bar.tasks[symbol_task].total)
         if not self.show_bar and not self.quiet:
             common.err.print(
-                f"{result.symbol}: {result.pages} pages, {result.fetched} trades "
+                f"{result.symbol}: {_pages(result.pages)}, {result.fetched} trades "
                 f"({result.stored} new), stopped: {result.stopped_because}", highlight=False)
 
 
@@ -234,12 +234,11 @@ def _report(results: list[Any], failures: list[tuple[str, KrakkedError]], json_:
             for name, exc in failures])
         return
     table = Table(title="Trades backfill")
-    for col in ("pair", "pages", "trades", "new", "first", "last", "stopped"):
+    for col in ("pair", "pages", "trades", "new", "first (UTC)", "last (UTC)", "stopped"):
         table.add_column(col)
     for r in results:
-        table.add_row(r.symbol, str(r.pages), str(r.fetched), str(r.stored),
-                      r.first.isoformat()[:19] if r.first else "-",
-                      r.last.isoformat()[:19] if r.last else "-", r.stopped_because)
+        table.add_row(r.symbol, str(r.pages), str(r.fetched), str(r.stored), _short(r.first),
+                      _short(r.last), r.stopped_because)
     for name, _exc in failures:
         table.add_row(name, "-", "-", "-", "-", "-", "failed")
     common.out.print(table)
@@ -333,6 +332,15 @@ def candles_build(
         common.out.print(table)
     if failures:
         raise typer.Exit(code=failures[0][1].exit_code)
+
+
+def _pages(n: int) -> str:
+    return f"{n} page{'' if n == 1 else 's'}"
+
+
+def _short(moment: datetime | None) -> str:
+    """``2026-12-01 00:00`` (UTC), or ``-``."""
+    return moment.isoformat(" ")[:16] if moment else "-"
 
 
 def _iso(value: Any) -> str | None:

@@ -602,15 +602,22 @@ def test_kraken_trades_backfill_facade_keeps_the_original_api(
 
     async def go() -> tuple[Any, ...]:
         async with KrakenTradesBackfill(url, rate_limit_delay=0, max_retries=1) as bf:
+            assert await bf.get_resume_point("XRP/USDT") == 0  # nothing stored yet
             rows, last = await bf.fetch_trades_page("XRP/USDT", since_s * 10**9)
             pages = [p async for p in bf.fetch_all_trades("XRP/USDT", since_s * 10**9)]
+            await bf.store_trades("XRP/USDT", rows[:10])
             stored = await bf.backfill_symbol("XRP/USDT", since=since_s)
             point = await bf.get_resume_point("XRP/USDT")
             await bf.build_candles_from_trades("XRP/USDT", None, None)
-            return rows, last, pages, stored, point, bf._market.store.read_trades("XRPUSDT")
+            assert bf._market is not None
+            candles = bf._market.get_candles("XRPUSDT", "1m")
+            return rows, last, pages, stored, point, bf._market.store.read_trades("XRPUSDT"), \
+                candles
 
-    rows, last, pages, stored, point, table = asyncio.run(go())
+    rows, last, pages, stored, point, table, candles = asyncio.run(go())
     assert rows and last == int(rows[-1][7])  # the sim's rows carry their ns stamp
-    assert sum(len(p) for p in pages) == stored == table.num_rows > 0
+    total = sum(len(p) for p in pages)
+    assert total == table.num_rows > 10 and stored == total - 10  # store_trades kept 10
     assert point == int(pages[-1][-1][7])
     assert table["id"].to_pylist() == [int(r[6]) for p in pages for r in p]
+    assert candles and candles[0].source == "trades"

@@ -21,6 +21,7 @@
     ├── DataStaleError                   live data older than the staleness tolerance
     ├── NoDataError                      nothing stored / served for the request
     ├── ImportFormatError                a bad row in an imported file (file and line named)
+    ├── MismatchError                    our candles disagree with Kraken's (krakked verify)
     └── StoreError                       the market store failed
         ├── StoreLockedError             another process holds the DuckDB file (past the retries)
         └── StoreNotFoundError           a read named a store that does not exist (nothing created)
@@ -44,6 +45,7 @@ __all__ = [
     "KrakenError",
     "KrakkedError",
     "MalformedResponseError",
+    "MismatchError",
     "NetworkError",
     "NoCredentialsError",
     "NoDataError",
@@ -220,6 +222,12 @@ class ImportFormatError(KrakkedError):
         self.line = line
         where = f"{path}:{line}: " if path and line is not None else (f"{path}: " if path else "")
         super().__init__(f"{where}{message}")
+
+
+class MismatchError(KrakkedError):
+    """Candles built from stored trades disagree with Kraken's own (``krakked verify``)."""
+
+    exit_code = 26
 
 
 class StoreError(KrakkedError):

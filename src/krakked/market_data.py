@@ -27,6 +27,7 @@ from krakked.store import MarketStore, open_store
 from krakked.store.arrow import PAIR_SCHEMA
 from krakked.sync.ohlc import OhlcSyncResult, backfill_ohlc
 from krakked.sync.trades import TradesBackfillResult, TradesProgress, backfill_trades
+from krakked.sync.verify import VerifyResult, verify_candles
 
 __all__ = ["Market"]
 
@@ -222,6 +223,14 @@ class Market:
                     limit: int | None = None, as_: Any = "candles") -> Any:
         """``MarketStore.get_candles`` with any pair alias."""
         return self.store.get_candles(self.resolve(pair), timeframe, start, end, limit, as_)
+
+    def verify(self, pair: str, timeframe: str | int = "1m") -> VerifyResult:
+        """Compare ``pair``'s candles built from stored trades with Kraken's OHLC over the
+        buckets both know (``sync.verify.verify_candles``)."""
+        canonical = self.resolve(pair)
+        meta = self.universe.all_pairs.get(canonical)
+        rest = meta.rest_symbol if meta is not None else canonical
+        return verify_candles(self.client, self.store, canonical, timeframe, rest_symbol=rest)
 
     # -- health --------------------------------------------------------------------------------
 

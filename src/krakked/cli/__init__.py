@@ -13,7 +13,15 @@ from typing import NoReturn
 
 import typer
 
-from krakked.cli import account, common, connection, market, sim, trades  # noqa: F401 - registers
+from krakked.cli import (  # noqa: F401 - registers
+    account,
+    common,
+    connection,
+    history,
+    market,
+    sim,
+    trades,
+)
 from krakked.errors import KrakkedError, UsageError
 from krakked.logs import redact
 

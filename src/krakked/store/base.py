@@ -381,6 +381,14 @@ class MarketStore(ABC):
         candles written."""
 
     @abstractmethod
+    def read_trade_candles(self, symbol: str, minutes: int, start: datetime,
+                           end: datetime) -> pa.Table:
+        """``minutes`` candles (``CANDLE_SCHEMA``, by time) aggregated in the engine from
+        ``symbol``'s stored trades with ``start <= time < end``, by the rules of
+        ``build_candles_from_trades``; nothing is written. Which buckets are complete is the
+        caller's business (``read_trade_coverage``)."""
+
+    @abstractmethod
     def trade_id_holes(self, symbol: str, start: datetime | None = None,
                        end: datetime | None = None) -> list[dict[str, Any]]:
         """Holes in Kraken's trade-id sequence among ``symbol``'s API rows with ``start <=

@@ -54,7 +54,7 @@ from krakked.errors import (
     first_line,
 )
 from krakked.market.candles import SourceSegment, epoch_us
-from krakked.store.arrow import PAIR_SCHEMA, TRADE_SCHEMA, as_schema
+from krakked.store.arrow import CANDLE_SCHEMA, PAIR_SCHEMA, TRADE_SCHEMA, as_schema
 from krakked.store.base import (
     ROLLUPS,
     SCHEMA_VERSION,
@@ -89,7 +89,11 @@ from krakked.store.sql import (
     to_arrow,
     ts_lit,
 )
-from krakked.store.trade_sql import trade_id_holes_query, trades_summary_query
+from krakked.store.trade_sql import (
+    candles_from_trades_query,
+    trade_id_holes_query,
+    trades_summary_query,
+)
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -529,6 +533,13 @@ class DuckDBStore(MarketStore):
             self._refresh_status(con, symbol, "candles_1m", "candles", 1, datetime.now(UTC),
                                  None, touch=True)
         return written
+
+    def read_trade_candles(self, symbol: str, minutes: int, start: datetime,
+                           end: datetime) -> pa.Table:
+        """See ``MarketStore.read_trade_candles``."""
+        where = f"symbol = {lit(symbol)}" + _time_filter(start, end)
+        return as_schema(self._arrow(candles_from_trades_query("trades", where, minutes)
+                                     + " ORDER BY timestamp"), CANDLE_SCHEMA)
 
     def trade_id_holes(self, symbol: str, start: datetime | None = None,
                        end: datetime | None = None) -> list[dict[str, Any]]:

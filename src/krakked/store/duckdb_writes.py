@@ -217,6 +217,32 @@ def _in_order(table: pa.Table) -> bool:
     return bool(pc.all(tie_ok).as_py())
 
 
+def _both_kinds(con: duckdb.DuckDBPyConnection, near: str) -> bool:
+    """CSV rows and API rows are both stored in the range ``near``."""
+    return all(exec_all(con, f"SELECT 1 FROM trades AS t WHERE {near} AND t.id {op} 0 LIMIT 1")
+               for op in ("<", ">="))
+
+
+def csv_ids_in_arrow(table: pa.Table) -> pa.Table | None:
+    """``table`` with the synthetic ids of its CSV rows (``store.sql.with_trade_ids``) worked
+    out in Arrow — when every row is a CSV row of one symbol in time order (a batch of
+    Kraken's files); None otherwise (the SQL does it)."""
+    n = table.num_rows
+    if (n < 2 or table["id"].null_count != n
+            or pc.count_distinct(table["symbol"]).as_py() != 1):
+        return None
+    us = pc.cast(table["timestamp"], pa.int64()).combine_chunks()
+    step = pc.subtract(us.slice(1), us.slice(0, n - 1))
+    if not pc.all(pc.greater_equal(step, 0)).as_py():
+        return None
+    idx = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), 1)
+    starts = pa.concat_arrays([pa.array([True]), pc.not_equal(step, 0)])
+    run_start = pc.cumulative_max(pc.if_else(starts, idx, 0))
+    n_in_run = pc.add(pc.subtract(idx, run_start), 1)
+    ids = pc.negate(pc.add(pc.multiply(us, 1000), n_in_run))
+    return table.set_column(0, "id", ids)
+
+
 def write_trade_rows(con: duckdb.DuckDBPyConnection, table: pa.Table,
                      coverage: Mapping[str, Sequence[tuple[int, int]]],
                      build_candles: bool) -> tuple[int, dict[str, int]]:
@@ -229,7 +255,10 @@ def write_trade_rows(con: duckdb.DuckDBPyConnection, table: pa.Table,
     inserted = 0
     if table.num_rows:
         csv_rows = table["id"].null_count
-        if csv_rows:
+        fast = csv_ids_in_arrow(table) if csv_rows else None
+        if fast is not None:
+            table = fast
+        elif csv_rows:
             con.register("__raw", row_index(table))
             try:
                 table = to_arrow(con.sql(with_trade_ids("__raw", "__i") + " ORDER BY __i"))
@@ -252,12 +281,20 @@ def write_trade_rows(con: duckdb.DuckDBPyConnection, table: pa.Table,
             lo = from_epoch_us(lo_us - lo_us % 1_000_000)
             hi = from_epoch_us(hi_us - hi_us % 1_000_000 + 1_000_000)
             near = f"t.timestamp >= {ts_lit(lo)} AND t.timestamp < {ts_lit(hi)}"
-            inserted = int(scalar(con, insert_missing_trades(
-                "trades", "__batch", near, ordered=_in_order(table))) or 0)
+            stored = exec_all(con, "SELECT DISTINCT id < 0 FROM (SELECT id FROM trades AS t "
+                                   f"WHERE {near} LIMIT 1)")
+            ordered = _in_order(table)
+            if stored:
+                inserted = int(scalar(con, insert_missing_trades(
+                    "trades", "__batch", near, ordered=ordered)) or 0)
+            else:  # nothing stored in the batch's range (an import's usual case)
+                cols = ", ".join(TRADE_COLS)
+                order = "" if ordered else " ORDER BY symbol, timestamp, abs(id)"
+                inserted = int(scalar(con, f"INSERT INTO trades ({cols}) SELECT {cols} "
+                                           f"FROM __batch{order}") or 0)
         finally:
             con.unregister("__batch")
-        both = scalar(con, f"SELECT count(DISTINCT id < 0) FROM trades AS t WHERE {near}")
-        if both == 2:
+        if stored and _both_kinds(con, near):
             inserted -= int(scalar(con, reconcile_csv_rows("trades", near)) or 0)
         for symbol, a, b in spans:
             touched.setdefault(symbol, []).append((int(a), int(b) + 1))

@@ -79,6 +79,17 @@ class FileTrades:
         built = as_schema(pa.concat_tables(parts), CANDLE_SCHEMA)
         return self._write(built, "candles", (), {(symbol, 1): minutes})
 
+    def read_trade_candles(self, symbol: str, minutes: int, start: datetime,
+                           end: datetime) -> pa.Table:
+        """See ``MarketStore.read_trade_candles``."""
+        path = self.trade_path(symbol)
+        if not path.exists():
+            return CANDLE_SCHEMA.empty_table()
+        where = f"timestamp >= {ts_lit(start)} AND timestamp < {ts_lit(end)}"
+        return as_schema(self._arrow(candles_from_trades_query(
+            self._rel(path, TRADE_SCHEMA), where, minutes) + " ORDER BY timestamp", [path]),
+            CANDLE_SCHEMA)
+
     def trade_id_holes(self, symbol: str, start: datetime | None = None,
                        end: datetime | None = None) -> list[dict[str, Any]]:
         """See ``MarketStore.trade_id_holes``."""

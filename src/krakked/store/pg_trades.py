@@ -17,6 +17,7 @@ import pyarrow as pa
 from krakked.market.candles import epoch_us, from_epoch_us, merge_ranges
 from krakked.store.arrow import CANDLE_SCHEMA, TRADE_SCHEMA
 from krakked.store.pg_copy import NUM, copy_in, copy_out, ident, select_out, ts_in
+from krakked.store.pg_rollups import bucket_sql
 
 __all__ = [
     "candles_from_trades",
@@ -27,6 +28,7 @@ __all__ = [
     "trades_summary",
 ]
 
+_FAR_US = 253_402_300_799_000_000  # 9999-12-31 23:59:59 UTC
 _SECOND = "date_trunc('second', \"timestamp\")"
 
 
@@ -98,20 +100,26 @@ def trade_coverage_ranges(cur: Any, symbol: str, lo: int | None = None,
                           hi: int | None = None) -> list[tuple[int, int]]:
     """``symbol``'s recorded trade coverage (epoch µs, in order), only the ranges touching
     ``[lo, hi]`` when given."""
-    cur.execute("SELECT covered_from, covered_until FROM trade_coverage WHERE symbol = %s "
-                "AND covered_until >= %s AND covered_from <= %s ORDER BY covered_from",
-                (symbol, from_epoch_us(lo if lo is not None else 0),
-                 from_epoch_us(hi if hi is not None else 2 ** 62)))
+    where, args = "symbol = %s", [symbol]
+    if lo is not None:
+        where += " AND covered_until >= %s"
+        args.append(from_epoch_us(lo))
+    if hi is not None and hi < _FAR_US:
+        where += " AND covered_from <= %s"
+        args.append(from_epoch_us(hi))
+    cur.execute("SELECT covered_from, covered_until FROM trade_coverage WHERE "
+                f"{where} ORDER BY covered_from", args)
     return [(epoch_us(a), epoch_us(b)) for a, b in cur.fetchall()]
 
 
-def candles_from_trades(cur: Any, symbol: str, start_us: int, end_us: int) -> pa.Table:
-    """``symbol``'s 1-minute candles (``CANDLE_SCHEMA``) aggregated by the server from the
+def candles_from_trades(cur: Any, symbol: str, start_us: int, end_us: int,
+                        minutes: int = 1) -> pa.Table:
+    """``symbol``'s ``minutes`` candles (``CANDLE_SCHEMA``) aggregated by the server from the
     trades with ``start <= time < end``: open and close by sequence (time, then |id|), quote
     volume Σ price × volume (exact), vwap rounded to 18 places, source ``trades``."""
-    minute = "date_trunc('minute', \"timestamp\")"
+    minute = bucket_sql(minutes, '"timestamp"')
     query = f"""
-        SELECT symbol, {minute} AS "timestamp", 1 AS interval_minutes,
+        SELECT symbol, {minute} AS "timestamp", {int(minutes)} AS interval_minutes,
                (array_agg(price ORDER BY "timestamp", abs(id)))[1] AS open,
                max(price) AS high, min(price) AS low,
                (array_agg(price ORDER BY "timestamp" DESC, abs(id) DESC))[1] AS close,

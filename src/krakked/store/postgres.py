@@ -393,6 +393,12 @@ class PostgresStore(MarketStore):
         with self._transaction("reading trade coverage") as cur:
             return trade_coverage_ranges(cur, symbol)
 
+    def read_trade_candles(self, symbol: str, minutes: int, start: datetime,
+                           end: datetime) -> pa.Table:
+        """See ``MarketStore.read_trade_candles`` (aggregated by the server)."""
+        with self._transaction("reading trades") as cur:
+            return candles_from_trades(cur, symbol, epoch_us(start), epoch_us(end), minutes)
+
     def trade_id_holes(self, symbol: str, start: datetime | None = None,
                        end: datetime | None = None) -> list[dict[str, Any]]:
         """See ``MarketStore.trade_id_holes``."""

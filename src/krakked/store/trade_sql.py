@@ -26,7 +26,7 @@ never the timestamp alone (many trades share one).
 
 from __future__ import annotations
 
-from krakked.store.sql import DEC, TRADE_COLS, US_PER_MINUTE, exact_div, lit
+from krakked.store.sql import DEC, TRADE_COLS, bucket_us, exact_div, lit
 
 __all__ = [
     "QUOTE_DEC",
@@ -76,21 +76,21 @@ def reconcile_csv_rows(table: str, near: str) -> str:
         "WHERE c.r <= a.k) AND id < 0")
 
 
-def candles_from_trades_query(relation: str, where: str = "TRUE") -> str:
-    """SQL: 1-minute candles (``CANDLE_SCHEMA`` columns) of the trades in ``relation`` matching
-    ``where`` — one per (symbol, minute) with trades: open and close by sequence
+def candles_from_trades_query(relation: str, where: str = "TRUE", minutes: int = 1) -> str:
+    """SQL: ``minutes`` candles (``CANDLE_SCHEMA`` columns) of the trades in ``relation``
+    matching ``where`` — one per (symbol, bucket) with trades: open and close by sequence
     (``sequence_key``), high, low, volume and trade count, quote volume = Σ price × volume and
     vwap = quote volume / volume (exact, rounded half-even to 18 places), source ``trades``.
     Which minutes are complete is the caller's business (the recorded trade coverage)."""
     seq = sequence_key()
     grouped = (
-        f"SELECT symbol, (epoch_us(timestamp) // {US_PER_MINUTE}) * {US_PER_MINUTE} AS __m, "
+        f"SELECT symbol, {bucket_us('epoch_us(timestamp)', minutes)} AS __m, "
         f"arg_min(price, {seq}) AS open, max(price) AS high, min(price) AS low, "
         f"arg_max(price, {seq}) AS close, sum(volume) AS volume, "
         f"sum(price::{QUOTE_DEC} * volume::{QUOTE_DEC})::{DEC} AS quote_volume, "
         f"count(*)::BIGINT AS trade_count FROM {relation} WHERE {where} GROUP BY ALL")
     with_vwap = exact_div(f"({grouped})", "quote_volume", "volume", "vwap")
-    return (f"SELECT symbol, make_timestamptz(__m) AS timestamp, 1::INTEGER AS "
+    return (f"SELECT symbol, make_timestamptz(__m) AS timestamp, {int(minutes)}::INTEGER AS "
             f"interval_minutes, open, high, low, close, volume, quote_volume, trade_count, "
             f"vwap, 'trades' AS source FROM ({with_vwap})")
 

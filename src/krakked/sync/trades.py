@@ -17,6 +17,7 @@ sleep is added here except the poll interval when following real time (``auto_st
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -321,6 +322,121 @@ def _ask(cursor: int) -> str:
 # -- the backfill ------------------------------------------------------------------------------
 
 
+_END = object()
+"""Queued by a fetch run when it ends."""
+
+
+class _FetchRun:
+    """A worker thread fetching consecutive pages from ``cursor`` into a bounded queue, until
+    a page reaches real time (short, or a cursor that does not advance) or ``until``, the
+    ``budget`` of pages is spent, the ``stop`` event is set, or it is halted. An error is
+    queued in place of the page it stopped."""
+
+    def __init__(self, pager: _Pager, cursor: int, budget: int | None) -> None:
+        self.pager = pager
+        self.expect = cursor  # the cursor of the next page ``take`` will hand out
+        self.done = False
+        self.error: BaseException | None = None
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=pager.depth)
+        self.halted = threading.Event()
+        self.thread = threading.Thread(target=self._loop, args=(cursor, budget),
+                                       name="krakked-trades-fetch", daemon=True)
+        self.thread.start()
+
+    def _put(self, item: Any) -> None:
+        while not self.halted.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _loop(self, cursor: int, budget: int | None) -> None:
+        pager = self.pager
+        try:
+            while (budget is None or budget > 0) and not (
+                    self.halted.is_set() or pager.stop.is_set()):
+                page = pager.fetch(cursor)
+                self._put((cursor, page))
+                budget = None if budget is None else budget - 1
+                if (page.rows < PAGE_SIZE or page.last is None or page.last <= cursor
+                        or (pager.until_us is not None and page.last_us is not None
+                            and page.last_us >= pager.until_us)):
+                    break
+                cursor = page.last
+        except BaseException as exc:  # handed to the caller, who raises it
+            self._put(exc)
+        finally:
+            self._put(_END)
+
+    def halt(self, wait: bool) -> None:
+        self.halted.set()
+        if wait:
+            self.thread.join(timeout=60)
+
+
+class _Pager:
+    """Fetches and parses ``Trades`` pages ahead, in a worker thread, while the caller writes
+    the ones already fetched (the client's pacer still paces every call): ``take`` hands out
+    the pages after a cursor — the first one waited for, then every one already fetched —
+    so that when writing is slower than Kraken's pace, several pages go into one write. Pages
+    fetched ahead and not taken (a stop, a jump to another cursor) are dropped, never
+    written."""
+
+    depth = 8
+    """Pages fetched ahead at most; also the most pages one ``take`` hands out."""
+
+    def __init__(self, client: SpotClient, rest_symbol: str, symbol: str,
+                 until_us: int | None, stop: threading.Event) -> None:
+        self.client, self.rest_symbol, self.symbol = client, rest_symbol, symbol
+        self.until_us, self.stop = until_us, stop
+        self._run: _FetchRun | None = None
+
+    def fetch(self, cursor: int) -> TradesPage:
+        """One page after ``cursor``, parsed."""
+        return parse_trades(self.client.get_trades(self.rest_symbol, since=_ask(cursor)),
+                            self.symbol)
+
+    def take(self, cursor: int, budget: int | None) -> list[tuple[int, TradesPage]]:
+        """The pages after ``cursor``, each with the cursor it was asked with: the first one
+        waited for, then those already fetched (at most ``depth``), consecutive (each asked
+        with the previous one's ``last``), no more than ``budget`` fetched from here on.
+        Empty only when fetching ended without a page (the stop event)."""
+        run = self._run
+        if run is None or run.done or run.expect != cursor:
+            if run is not None:  # a jump: the pages fetched ahead are not wanted
+                run.halt(wait=True)
+            run = self._run = _FetchRun(self, cursor, budget)
+        if run.error is not None:
+            error, run.error, run.done = run.error, None, True
+            raise error
+        pages: list[tuple[int, TradesPage]] = []
+        while len(pages) < self.depth:
+            try:
+                item = run.queue.get() if not pages else run.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _END:
+                run.done = True
+                break
+            if isinstance(item, BaseException):
+                if not pages:
+                    run.done = True
+                    raise item
+                run.error = item
+                break
+            pages.append(item)
+            if item[1].last is not None:
+                run.expect = item[1].last
+        return pages
+
+    def close(self, wait: bool) -> None:
+        """Stop fetching ahead (``wait``: until the call in flight returns)."""
+        if self._run is not None:
+            self._run.halt(wait)
+            self._run = None
+
+
 def backfill_trades(
     client: SpotClient,
     store: MarketStore,
@@ -403,66 +519,87 @@ def backfill_trades(
     first_us: int | None = None
     last_us: int | None = None
     reason: StopReason | None = None
-    while reason is None:
-        start_us = _first_us(cursor, chained)
-        if (target is not None and cursor < target[0]
-                and _covers(store, symbol, start_us, _first_us(*target))):
-            cursor, chained = target
-            notes.append(f"joined the stored history of {symbol} at "
-                         f"{from_epoch_us(_first_us(cursor, chained)).isoformat()}")
-            continue
-        if until_us is not None and cursor >= _until_cursor(until_us):
-            reason = "until"
-        elif stop.is_set():
-            reason = "interrupted"
-        elif max_pages is not None and pages >= max_pages:
-            reason = "max_pages"
-        if reason is not None:
-            break
-        page = parse_trades(client.get_trades(symbol_rest, since=_ask(cursor)), symbol)
-        pages += 1
-        fetched += page.rows
-        advanced = page.last is not None and page.last > cursor
-        if page.rows and not advanced:
-            raise MalformedResponseError(
-                f"Trades of {symbol} returned trades but a cursor 'last' ({page.last}) that does "
-                f"not advance past since ({cursor})", endpoint="spot:Trades")
-        table = page.table
-        next_cursor, end_us = cursor, start_us
-        if page.last is not None and page.last_us is not None and advanced:
-            next_cursor = page.last
-            end_us = min(page.last_us, page.last // 1000)
-        cut = until_us is not None and page.last_us is not None and page.last_us >= until_us
-        if cut and until_us is not None:
-            stamps = table["timestamp"].cast(pa.int64()).to_pylist()
-            table = table.slice(0, sum(1 for t in stamps if t < until_us))
-            next_cursor, end_us = max(cursor, _until_cursor(until_us)), until_us
-        if table.num_rows:
-            stamps_col = table["timestamp"].cast(pa.int64())
-            lo, hi = stamps_col[0].as_py(), stamps_col[-1].as_py()
-            first_us = lo if first_us is None else min(first_us, lo)
-            last_us = hi if last_us is None else max(last_us, hi)
-        coverage = ([TradeCoverage(symbol, from_epoch_us(start_us), from_epoch_us(end_us))]
-                    if end_us > start_us else [])
-        if table.num_rows or next_cursor != cursor:
-            kept = next_cursor if tail is None or next_cursor >= tail else tail
-            stored += store.upsert_trades(
-                table, sync=[SyncUpdate(symbol, "trades", last_kraken_since=kept)],
-                coverage=coverage, build_candles=build_candles)
-            tail = kept
-        cursor, chained = next_cursor, True
-        caught_up = not cut and (page.rows < PAGE_SIZE or not advanced)
-        _report(progress, TradesProgress(
-            symbol, pages, fetched, stored, cursor, started,
-            from_epoch_us(last_us) if last_us is not None else None,
-            waiting=caught_up and not auto_stop))
-        if cut:
-            reason = "until"
-        elif caught_up:
-            if auto_stop:
-                reason = "realtime"
-            elif stop.wait(poll_seconds):
+    pager = _Pager(client, symbol_rest, symbol, until_us, stop)
+    clean = False
+    try:
+        while reason is None:
+            if (target is not None and cursor < target[0]
+                    and _covers(store, symbol, _first_us(cursor, chained),
+                                _first_us(*target))):
+                cursor, chained = target
+                notes.append(f"joined the stored history of {symbol} at "
+                             f"{from_epoch_us(_first_us(cursor, chained)).isoformat()}")
+                continue
+            if until_us is not None and cursor >= _until_cursor(until_us):
+                reason = "until"
+            elif stop.is_set():
                 reason = "interrupted"
+            elif max_pages is not None and pages >= max_pages:
+                reason = "max_pages"
+            if reason is not None:
+                break
+            batch = pager.take(cursor, None if max_pages is None else max_pages - pages)
+            tables: list[pa.Table] = []
+            coverage: list[TradeCoverage] = []
+            start_cursor = cursor
+            cut = caught_up = False
+            for asked, page in batch:  # consecutive pages: each asked with the previous last
+                pages += 1
+                fetched += page.rows
+                advanced = page.last is not None and page.last > asked
+                if page.rows and not advanced:
+                    raise MalformedResponseError(
+                        f"Trades of {symbol} returned trades but a cursor 'last' "
+                        f"({page.last}) that does not advance past since ({asked})",
+                        endpoint="spot:Trades")
+                table = page.table
+                start_us = _first_us(asked, chained)
+                next_cursor, end_us = asked, start_us
+                if page.last is not None and page.last_us is not None and advanced:
+                    next_cursor = page.last
+                    end_us = min(page.last_us, page.last // 1000)
+                cut = (until_us is not None and page.last_us is not None
+                       and page.last_us >= until_us)
+                if cut and until_us is not None:
+                    stamps = table["timestamp"].cast(pa.int64()).to_pylist()
+                    table = table.slice(0, sum(1 for t in stamps if t < until_us))
+                    next_cursor, end_us = max(asked, _until_cursor(until_us)), until_us
+                if table.num_rows:
+                    tables.append(table)
+                    stamps_col = table["timestamp"].cast(pa.int64())
+                    lo, hi = stamps_col[0].as_py(), stamps_col[-1].as_py()
+                    first_us = lo if first_us is None else min(first_us, lo)
+                    last_us = hi if last_us is None else max(last_us, hi)
+                if end_us > start_us:
+                    coverage.append(TradeCoverage(symbol, from_epoch_us(start_us),
+                                                  from_epoch_us(end_us)))
+                cursor, chained = next_cursor, True
+                caught_up = not cut and (page.rows < PAGE_SIZE or not advanced)
+                if cut or caught_up:
+                    break  # (nothing was fetched after it)
+            if tables or cursor != start_cursor:
+                kept = cursor if tail is None or cursor >= tail else tail
+                stored += store.upsert_trades(
+                    pa.concat_tables(tables) if tables else TRADE_SCHEMA.empty_table(),
+                    sync=[SyncUpdate(symbol, "trades", last_kraken_since=kept)],
+                    coverage=coverage, build_candles=build_candles)
+                tail = kept
+            if not batch:
+                continue
+            _report(progress, TradesProgress(
+                symbol, pages, fetched, stored, cursor, started,
+                from_epoch_us(last_us) if last_us is not None else None,
+                waiting=caught_up and not auto_stop))
+            if cut:
+                reason = "until"
+            elif caught_up:
+                if auto_stop:
+                    reason = "realtime"
+                elif stop.wait(poll_seconds):
+                    reason = "interrupted"
+        clean = True
+    finally:
+        pager.close(wait=clean)
     log.info("%s trades: %d pages, %d fetched, %d stored, stopped: %s", symbol, pages, fetched,
              stored, reason)
     return TradesBackfillResult(

@@ -197,7 +197,7 @@ class KrakenTradesBackfill:
     is kept for code that reads it. Calls are paced to one every ``rate_limit_delay`` seconds
     (0: krakked's configured public pacing) and retried up to ``max_retries`` attempts. Every
     method runs the blocking work in a worker thread; ``backfill_symbol`` is
-    ``Market.backfill_trades`` (resumable, each page committed with its cursor).
+    ``Market.backfill_trades`` (resumable, pages committed with their cursor).
     """
 
     BASE_URL: ClassVar[str] = "https://api.kraken.com"
@@ -326,7 +326,7 @@ class KrakenTradesBackfill:
         """Backfill ``symbol`` from ``since`` (Unix seconds or Kraken's ns cursor; 0 = Kraken's
         first trade, or where a previous run's stored history from there ends) up to
         ``end_timestamp`` or real time; returns the trades stored. Cancelling the task stops
-        it after the page in flight (committed whole)."""
+        it after the write in flight (committed whole)."""
         import threading
 
         market = await self._market_ready()

@@ -272,7 +272,7 @@ class Market:
         poll_seconds: float | None = None,
     ) -> TradesBackfillResult:
         """Page ``pair``'s trades from Kraken into the store (``sync.trades.backfill_trades``:
-        resumable, each page committed with its cursor, stops at real time unless
+        resumable, pages committed with their cursor, stops at real time unless
         ``auto_stop=False``)."""
         canonical, rest = self.resolve(pair), self.rest_name(pair)
         extra = {} if poll_seconds is None else {"poll_seconds": poll_seconds}

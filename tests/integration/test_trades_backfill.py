@@ -254,6 +254,19 @@ def test_the_store_can_be_read_while_a_backfill_runs(sim: Simulator, tmp_path: P
     assert seen[-1] == len(_walk(sim, "XXBTZUSD", NOW - timedelta(days=2)))
 
 
+def test_filling_older_history_keeps_the_stored_cursor_at_the_tail(
+        sim: Simulator, tmp_path: Path, clock: SimClock) -> None:
+    with _market(sim, tmp_path) as m:
+        tail = m.backfill_trades("XBTUSD", since=NOW - timedelta(hours=6))
+        older = m.backfill_trades("XBTUSD", since=NOW - timedelta(days=3),
+                                  until=NOW - timedelta(days=2))
+        assert older.stopped_because == "until" and older.stored > PAGE_SIZE
+        assert older.cursor == tail.cursor == get_resume_point(m.store, "XBTUSD")
+        clock.advance(600)
+        new = m.backfill_trades("XBTUSD", resume=True)  # the tail, not the older stretch
+        assert new.pages == 1 and new.first is not None and new.first > NOW
+
+
 def test_without_since_or_anything_stored_it_starts_at_kraken_s_first_trade(
         sim: Simulator, tmp_path: Path) -> None:
     with _market(sim, tmp_path) as m:

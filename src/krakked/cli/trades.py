@@ -37,7 +37,7 @@ def _error_line(name: str, exc: BaseException) -> None:
 
 @contextlib.contextmanager
 def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
-    """While inside: the first Ctrl-C sets ``stop`` (the page in flight is finished and
+    """While inside: the first Ctrl-C sets ``stop`` (the write in flight is finished and
     committed, then the run ends with its summary); a second one interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -47,7 +47,7 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         stop.set()
         signal.signal(signal.SIGINT, previous)
-        common.err.print("stopping after the page in flight (Ctrl-C again to abort now)",
+        common.err.print("stopping after the write in flight (Ctrl-C again to abort now)",
                          highlight=False)
 
     signal.signal(signal.SIGINT, handler)
@@ -160,13 +160,13 @@ def trades_backfill(
 
     Pairs take any alias (XBTUSD, BTC/USD, XXBTZUSD), as arguments or the original tool's
     --symbols XRP/USDT BTC/USDT (default without either: XRP/USDT BTC/USDT XRP/BTC). Pages of up
-    to 1000 trades follow Kraken's cursor, paced by krakked's public rate limiter. Each page is
-    committed with its cursor, so Ctrl-C (or kill -9) loses nothing: rerun the command, or use
+    to 1000 trades follow Kraken's cursor, paced by krakked's public rate limiter. Pages are
+    committed with their cursor, so Ctrl-C (or kill -9) loses nothing: rerun the command, or use
     --resume, and it continues. Without --since or --resume a pair continues from what is
     stored, else starts at Kraken's first trade. It stops at real time (unless --no-auto-stop)
     and builds the 1m candles of every minute whose trades are all stored (unless
     --no-candles). A pair that fails is reported on one line and the others continue; the exit
-    code is then non-zero. Ctrl-C ends the run after the page in flight (exit 130; with
+    code is then non-zero. Ctrl-C ends the run after the write in flight (exit 130; with
     --no-auto-stop, where Ctrl-C is how a run ends, 0).
     """
     from krakked.market.pairs import DEFAULT_SYMBOLS

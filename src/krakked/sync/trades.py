@@ -1,17 +1,21 @@
-"""Trades backfill: Kraken's time and sales (REST ``Trades``) into the market store, a page of up
-to 1000 trades at a time, resumable at any moment.
+"""Trades backfill: Kraken's time and sales (REST ``Trades``) into the market store, pages of up
+to 1000 trades, resumable at any moment.
 
 Kraken pages ``Trades`` by a nanosecond cursor: ask with ``since``, get the trades strictly after
-it (oldest first) and ``last``, the cursor to ask with next. Each page is written in ONE store
-call — its trades, the cursor (``data_sync_status``, data type ``trades``) and the time range it
-vouches for (``TradeCoverage``) — so the store holds a page and its cursor together or neither:
-a run killed at any moment loses nothing and the next run continues from the stored cursor,
-storing each trade once (Kraken's per-pair trade id is the key). Rows are kept exact: price and
-volume as the decimal strings Kraken sends, the time (a JSON number with more digits than a
-float holds, decoded as ``Decimal`` by ``SpotClient``) rounded half-even to the microsecond.
+it (oldest first) and ``last``, the cursor to ask with next. Pages are written in store calls
+that each carry the trades, the cursor after them (``data_sync_status``, data type ``trades``)
+and the time range they vouch for (``TradeCoverage``) — one transaction — so the store holds
+pages and their cursor together or neither: a run killed at any moment loses nothing and the
+next run continues from the stored cursor, storing each trade once (Kraken's per-pair trade id
+is the key). Rows are kept exact: price and volume as the decimal strings Kraken sends, the time
+(a JSON number with more digits than a float holds, decoded as ``Decimal`` by ``SpotClient``)
+rounded half-even to the microsecond.
 
 Pacing is the client's: ``SpotClient``'s public limiter paces Trades per IP and per pair, so no
 sleep is added here except the poll interval when following real time (``auto_stop=False``).
+Pages are fetched ahead in a worker thread while earlier ones are written, and every page
+already fetched goes into the next write: a write costs about the same for one page or eight,
+so a store slower than Kraken's pace does not slow the backfill below it.
 """
 
 from __future__ import annotations
@@ -465,11 +469,14 @@ def backfill_trades(
     from Kraken's first trade. The same joining happens mid-run: a run that reaches history
     already stored up to the resume point jumps to it.
 
-    **Each page** (``client.get_trades(rest_symbol, since=cursor)``, up to 1000 trades) is one
-    ``store.upsert_trades`` call: its trades, the new cursor (``last_kraken_since`` of data type
-    ``trades``; a run filling older history never moves a stored cursor backwards) and its
-    coverage, in one transaction; ``build_candles`` lets the store rebuild the 1m candles the
-    page completes. Ctrl-C or a crash leaves a page fully stored or not at all.
+    **Pages** (``client.get_trades(rest_symbol, since=cursor)``, up to 1000 trades each) are
+    fetched one after another, ahead of the writes, and written in ``store.upsert_trades``
+    calls — the first page waited for plus every page already fetched (up to 8) per call: their
+    trades, the cursor after the last of them (``last_kraken_since`` of data type ``trades``; a
+    run filling older history never moves a stored cursor backwards) and their coverage, in one
+    transaction; ``build_candles`` lets the store rebuild the 1m candles they complete. Ctrl-C
+    or a crash leaves a write fully stored or not at all; pages fetched but not yet written are
+    simply fetched again by the next run.
 
     **Coverage of a page** (the ``TradeCoverage`` it vouches for, ``[start, end)`` in µs): Kraken
     returns every trade with a ns stamp after the cursor ``S`` it was asked with, up to the
@@ -484,9 +491,9 @@ def backfill_trades(
 
     **When it stops**: ``until`` (trades before it are stored; the page reaching it is cut
     there and the cursor set just before it), ``max_pages``, the ``stop`` event
-    (``interrupted``, between pages), or real time — a page shorter than 1000 trades or a cursor
-    that no longer advances — unless ``auto_stop=False``: then it asks again every
-    ``poll_seconds`` until ``stop`` is set. ``progress`` is called after every page.
+    (``interrupted``, between writes), or real time — a page shorter than 1000 trades or a
+    cursor that no longer advances — unless ``auto_stop=False``: then it asks again every
+    ``poll_seconds`` until ``stop`` is set. ``progress`` is called after every write.
     """
     symbol_rest = rest_symbol or symbol
     if max_pages is not None and max_pages < 0:

@@ -37,6 +37,7 @@ __all__ = [
     "HistoricalCandle",
     "HistoricalDataProvider",
     "HistoricalTrade",
+    "KrakenTradesBackfill",
     "TradeRecord",
     "run_gap_filler",
 ]
@@ -376,3 +377,179 @@ async def run_gap_filler(db_url: str | None = None, symbols: list[str] | None = 
     ``db_url``; returns ``GapFiller.fill_all_gaps``'s summary."""
     async with GapFiller(db_url, symbols) as filler:
         return await filler.fill_all_gaps()
+
+
+# -- trades backfill (KrakenTradesBackfill) ------------------------------------------------------
+
+
+class KrakenTradesBackfill:
+    """Fetch complete trade history from Kraken's REST ``Trades`` (the original async API).
+
+    ``db_url`` is any krakked store URL (``None``: krakked's configured store). The Spot host
+    comes from krakked's settings (``KRAKKED_SPOT_URL``, default api.kraken.com); ``BASE_URL``
+    is kept for code that reads it. Calls are paced to one every ``rate_limit_delay`` seconds
+    (0: krakked's configured public pacing) and retried up to ``max_retries`` attempts. Every
+    method runs the blocking work in a worker thread; ``backfill_symbol`` is
+    ``Market.backfill_trades`` (resumable, pages committed with their cursor).
+    """
+
+    BASE_URL: ClassVar[str] = "https://api.kraken.com"
+    RATE_LIMIT_DELAY: ClassVar[float] = 1.1
+
+    def __init__(self, db_url: str | None = None, rate_limit_delay: float = 1.1,
+                 max_retries: int = 3) -> None:
+        self.db_url = db_url
+        self.rate_limit_delay = rate_limit_delay
+        self.max_retries = max_retries
+        self._market: Market | None = None
+
+    def _open(self) -> Market:
+        from krakked.config import load_settings
+        from krakked.kraken.http import RetryPolicy
+        from krakked.kraken.limits import PublicLimiter
+        from krakked.kraken.spot import SpotClient
+
+        settings = load_settings()
+        pacer = (PublicLimiter(1.0 / self.rate_limit_delay, 1)
+                 if self.rate_limit_delay > 0 else None)
+        client = SpotClient(settings=settings, public_limiter=pacer,
+                            retry=RetryPolicy(max_attempts=max(1, self.max_retries)))
+        try:
+            return Market(self.db_url, settings=settings, client=client)
+        except BaseException:
+            client.close()
+            raise
+
+    async def connect(self) -> None:
+        """Open the store and the Kraken client."""
+        if self._market is None:
+            self._market = await asyncio.to_thread(self._open)
+
+    async def close(self) -> None:
+        """Close the store and the client."""
+        if self._market is not None:
+            market, self._market = self._market, None
+
+            def shut() -> None:
+                market.close()
+                market.client.close()
+
+            await asyncio.to_thread(shut)
+
+    async def __aenter__(self) -> KrakenTradesBackfill:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _market_ready(self) -> Market:
+        await self.connect()
+        assert self._market is not None
+        return self._market
+
+    async def fetch_trades_page(self, pair: str, since: int = 0) -> tuple[list[list[Any]], int]:
+        """One ``Trades`` page after ``since`` (Kraken's ns cursor; 0 = its first trade): Kraken's
+        rows as it sent them (prices and volumes decimal strings, time a ``Decimal``) and
+        ``last``, the cursor of the next page."""
+        from krakked.errors import MalformedResponseError
+
+        market = await self._market_ready()
+        rest = await asyncio.to_thread(market.rest_name, pair)
+        result = await asyncio.to_thread(market.client.get_trades, rest, since=since)
+        keys = [k for k in result if k != "last"]
+        if len(keys) != 1 or not isinstance(result[keys[0]], list):
+            raise MalformedResponseError(f"Trades result for {pair} has no single pair key",
+                                         endpoint="spot:Trades")
+        last = result.get("last")
+        return list(result[keys[0]]), int(last) if last not in (None, "") else since
+
+    async def fetch_all_trades(self, symbol: str, start_since: int = 0,
+                               end_timestamp: datetime | None = None,
+                               auto_stop_realtime: bool = True) -> AsyncIterator[list[list[Any]]]:
+        """Pages of Kraken's rows from ``start_since`` (stored nowhere): up to ``end_timestamp``
+        (rows at or after it are left out, and the walk ends), until real time (a page shorter
+        than 1000 rows, or a cursor that no longer advances) — or, without
+        ``auto_stop_realtime``, polling every minute for new trades until cancelled."""
+        from krakked.market.candles import epoch_us
+        from krakked.sync.trades import DEFAULT_POLL_SECONDS, PAGE_SIZE
+
+        end = epoch_us(end_timestamp) if end_timestamp is not None else None
+        cursor = start_since
+        while True:
+            rows, last = await self.fetch_trades_page(symbol, cursor)
+            if end is not None:
+                kept = [r for r in rows if _row_us(r) < end]
+                if len(kept) < len(rows):
+                    if kept:
+                        yield kept
+                    return
+            if rows:
+                yield rows
+            if len(rows) < PAGE_SIZE or last <= cursor:
+                if auto_stop_realtime:
+                    return
+                await asyncio.sleep(DEFAULT_POLL_SECONDS)
+            cursor = max(cursor, last)
+
+    async def store_trades(self, symbol: str, trades: list[list[Any]]) -> None:
+        """Store Kraken ``Trades`` rows of ``symbol`` (each once; no cursor, no coverage: a
+        backfill records those with its pages)."""
+        from krakked.sync.trades import parse_trades
+
+        market = await self._market_ready()
+
+        def write() -> None:
+            canonical = market.resolve(symbol)
+            page = parse_trades({canonical: trades}, canonical)
+            market.store.upsert_trades(page.table)
+
+        await asyncio.to_thread(write)
+
+    async def build_candles_from_trades(self, symbol: str, start_time: datetime | None,
+                                        end_time: datetime | None) -> None:
+        """(Re)build the 1m candles of ``symbol`` from its stored trades in
+        ``[start_time, end_time)`` (minutes the trade coverage holds whole)."""
+        market = await self._market_ready()
+        await asyncio.to_thread(market.build_candles_from_trades, symbol, start_time, end_time)
+
+    async def backfill_symbol(self, symbol: str, since: int = 0,
+                              end_timestamp: datetime | None = None, build_candles: bool = True,
+                              auto_stop_realtime: bool = True) -> int:
+        """Backfill ``symbol`` from ``since`` (Unix seconds or Kraken's ns cursor; 0 = Kraken's
+        first trade, or where a previous run's stored history from there ends) up to
+        ``end_timestamp`` or real time; returns the trades stored. Cancelling the task stops
+        it after the write in flight (committed whole)."""
+        import threading
+
+        market = await self._market_ready()
+        stop = threading.Event()
+        work = asyncio.ensure_future(asyncio.to_thread(
+            market.backfill_trades, symbol, since, end_timestamp, build_candles=build_candles,
+            auto_stop=auto_stop_realtime, stop=stop))
+        try:
+            result = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            stop.set()
+            await asyncio.wait([work])
+            raise
+        return result.stored
+
+    async def get_resume_point(self, symbol: str) -> int:
+        """The ns cursor a resumed backfill of ``symbol`` starts from (0: nothing stored)."""
+        from krakked.sync.trades import get_resume_point
+
+        market = await self._market_ready()
+
+        def point() -> int:
+            return get_resume_point(market.store, market.resolve(symbol)) or 0
+
+        return await asyncio.to_thread(point)
+
+
+def _row_us(row: list[Any]) -> int:
+    """A Kraken ``Trades`` row's time in epoch µs (rounded half-even, as stored)."""
+    from decimal import ROUND_HALF_EVEN
+
+    seconds = row[2] if isinstance(row[2], Decimal) else Decimal(str(row[2]))
+    return int((seconds * 1_000_000).to_integral_value(rounding=ROUND_HALF_EVEN))

@@ -11,6 +11,7 @@ built-in offline tables (``market.pairs.Universe.resolve``, the one function tha
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ from krakked.sync.gaps import (
     scan_gaps,
 )
 from krakked.sync.ohlc import OhlcSyncResult, backfill_ohlc
+from krakked.sync.trades import TradesBackfillResult, TradesProgress, backfill_trades
 from krakked.sync.verify import VerifyResult, verify_candles
 
 __all__ = ["Market"]
@@ -215,11 +217,8 @@ class Market:
                       *, full: bool = False) -> OhlcSyncResult:
         """Store the closed candles Kraken still serves (its latest 720) and resume from there
         next time."""
-        canonical = self.resolve(pair)
-        meta = self.universe.all_pairs.get(canonical)
-        rest = meta.rest_symbol if meta is not None else canonical
-        return backfill_ohlc(self.client, self.store, canonical, timeframe, rest_symbol=rest,
-                             since=since, full=full)
+        return backfill_ohlc(self.client, self.store, self.resolve(pair), timeframe,
+                             rest_symbol=self.rest_name(pair), since=since, full=full)
 
     def get_ohlc(self, pair: str, timeframe: str | int, lookback: int | None = None
                  ) -> list[Candle]:
@@ -239,10 +238,8 @@ class Market:
     def verify(self, pair: str, timeframe: str | int = "1m") -> VerifyResult:
         """Compare ``pair``'s candles built from stored trades with Kraken's OHLC over the
         buckets both know (``sync.verify.verify_candles``)."""
-        canonical = self.resolve(pair)
-        meta = self.universe.all_pairs.get(canonical)
-        rest = meta.rest_symbol if meta is not None else canonical
-        return verify_candles(self.client, self.store, canonical, timeframe, rest_symbol=rest)
+        return verify_candles(self.client, self.store, self.resolve(pair), timeframe,
+                              rest_symbol=self.rest_name(pair))
 
     # -- health --------------------------------------------------------------------------------
 
@@ -285,12 +282,8 @@ class Market:
         return import_csv(self.store, given, directory, resolve=self.resolve, pairs=pairs,
                           all_intervals=all_intervals, batch_size=batch_size,
                           skip_bad=skip_bad, build_candles=build_candles, progress=progress)
-    # -- gaps ----------------------------------------------------------------------------------
 
-    def _gap_rest(self, symbol: str) -> str:
-        """The name Kraken's REST calls take for canonical ``symbol`` (its altname)."""
-        meta = self.universe.all_pairs.get(symbol)
-        return meta.rest_symbol if meta is not None else symbol
+    # -- gaps ----------------------------------------------------------------------------------
 
     def _gap_symbols(self, pairs: Sequence[str] | None) -> list[str]:
         """Canonical names of ``pairs`` (default: the original gap filler's ``DEFAULT_SYMBOLS``),
@@ -333,7 +326,7 @@ class Market:
         for gap in scan.gaps:
             by_symbol.setdefault(gap.symbol, []).append(gap)
         self._ensure_pairs()
-        targets = [(symbol, self._gap_rest(symbol)) for symbol in scan.symbols
+        targets = [(symbol, self.rest_name(symbol)) for symbol in scan.symbols
                    if symbol not in scan.empty]
         report = fill_gaps(self.client, self.store, targets, gaps=by_symbol,
                            max_concurrent=max_concurrent, min_gap=scan.min_gap, now=clock,
@@ -344,7 +337,7 @@ class Market:
         """Fill one 1m candle gap from Kraken's 1m OHLC (the part it still serves); returns the
         candles stored (``krakked.sync.gaps.fill_gap_ohlc``)."""
         self._ensure_pairs()
-        return fill_gap_ohlc(self.client, self.store, gap, rest_symbol=self._gap_rest(gap.symbol),
+        return fill_gap_ohlc(self.client, self.store, gap, rest_symbol=self.rest_name(gap.symbol),
                              now=now or (lambda: datetime.now(UTC)))
 
     def fill_gap_trades(self, gap: DataGap) -> TradesFill:
@@ -352,4 +345,56 @@ class Market:
         exactly its range (``krakked.sync.gaps.fill_gap_trades``)."""
         self._ensure_pairs()
         return fill_gap_trades(self.client, self.store, gap,
-                               rest_symbol=self._gap_rest(gap.symbol))
+                               rest_symbol=self.rest_name(gap.symbol))
+    # -- trades backfill -----------------------------------------------------------------------
+
+    def rest_name(self, pair: str) -> str:
+        """The name Kraken's REST calls take for any alias: AssetPairs' ``altname`` when the
+        pair's metadata is known, else the canonical name."""
+        canonical = self.resolve(pair)
+        meta = self.universe.all_pairs.get(canonical)
+        return meta.rest_symbol if meta is not None else canonical
+
+    def backfill_trades(
+        self,
+        pair: str,
+        since: datetime | int | str | None = None,
+        until: datetime | int | str | None = None,
+        *,
+        resume: bool = False,
+        auto_stop: bool = True,
+        build_candles: bool = True,
+        progress: Callable[[TradesProgress], None] | None = None,
+        max_pages: int | None = None,
+        stop: threading.Event | None = None,
+        poll_seconds: float | None = None,
+    ) -> TradesBackfillResult:
+        """Page ``pair``'s trades from Kraken into the store (``sync.trades.backfill_trades``:
+        resumable, pages committed with their cursor, stops at real time unless
+        ``auto_stop=False``)."""
+        canonical, rest = self.resolve(pair), self.rest_name(pair)
+        extra = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
+        return backfill_trades(self.client, self.store, canonical, rest_symbol=rest,
+                               since=since, until=until, resume=resume, auto_stop=auto_stop,
+                               build_candles=build_candles, progress=progress,
+                               max_pages=max_pages, stop=stop, **extra)
+
+    def build_candles_from_trades(self, pair: str, start: datetime | int | str | None = None,
+                                  end: datetime | int | str | None = None) -> int:
+        """(Re)build ``pair``'s 1m candles from its stored trades, for every minute in
+        ``[start, end)`` wholly inside the recorded trade coverage; returns candles written."""
+        from krakked.times import parse_utc
+
+        s, e = parse_utc(start, "start"), parse_utc(end, "end")
+        if s is not None and e is not None and e <= s:
+            raise UsageError(f"end {e.isoformat()} is not after start {s.isoformat()}")
+        symbol = self.resolve(pair)
+        if s is None or e is None:  # an open end: the minutes of the stored trades
+            summary = self.store.trades_summary(symbol)
+            if not summary:
+                return 0
+            s = s or summary["first"].replace(second=0, microsecond=0)
+            e = e or summary["last"].replace(second=0, microsecond=0) + timedelta(minutes=1)
+            if e <= s:
+                return 0
+        return self.store.build_candles_from_trades(symbol, s, e)

@@ -22,6 +22,7 @@ from krakked.cli import (  # noqa: F401 - registers
     history,
     market,
     sim,
+    trades,
 )
 from krakked.errors import KrakkedError, UsageError
 from krakked.logs import redact

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from krakked import __version__
 from krakked.config import Settings, load_settings
@@ -40,6 +41,30 @@ ohlc_app = typer.Typer(help="Kraken's OHLC candles into the market store.",
                        no_args_is_help=True)
 store_app = typer.Typer(help="The market store: what it holds.", no_args_is_help=True)
 app.add_typer(ohlc_app, name="ohlc")
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A command group that runs its default command (``show``) when the first word names none
+    of its commands: ``krakked candles XBTUSD --tf 1h`` is ``krakked candles show XBTUSD --tf
+    1h`` (and a bare ``krakked candles`` asks for the pair), ``krakked candles build …`` runs
+    ``build``, ``krakked candles --help`` lists both."""
+
+    default_command = "show"
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+candles_app = typer.Typer(
+    cls=DefaultCommandGroup,
+    help="Candles in the market store. `krakked candles PAIR [--tf 1h] [--last N] [--since] "
+         "[--until] [--format]` reads them (the default command, `show`: "
+         "`krakked candles show --help` lists its options); `krakked candles build PAIRS "
+         "--from-trades` builds 1m candles from stored trades.",
+)
+app.add_typer(candles_app, name="candles")
 account_app = typer.Typer(
     help="Your own history (Futures executions, account log, positions; Spot ledgers, trades, "
          "orders, deposits, withdrawals) into DuckDB or any dlt destination.",

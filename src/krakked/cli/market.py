@@ -136,7 +136,7 @@ def _distinct_jobs(jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return list(seen.values())
 
 
-@common.app.command()
+@common.candles_app.command("show")
 def candles(
     pair: Annotated[str, typer.Argument(help="Any alias: XBTUSD, BTC/USD, XXBTZUSD…")],
     tf: Annotated[str, typer.Option("--tf", help="1m 5m 15m 30m 1h 4h 12h 1d 1w 15d")] = "1h",
@@ -150,10 +150,11 @@ def candles(
                        ] = "table",
     store: StoreOpt = None,
 ) -> None:
-    """Closed candles from the store (no network). A timeframe whose own candles (Kraken's) do
-    not cover a bucket is derived exactly from the coarsest finer stored series that covers the
-    whole bucket (e.g. 4h from 1h, else 1m); a bucket nothing covers whole is left out, never
-    partial.
+    """Closed candles from the store (no network) — the default of `krakked candles`, so
+    `krakked candles XBTUSD` is `krakked candles show XBTUSD`. A timeframe whose own candles
+    (Kraken's) do not cover a bucket is derived exactly from the coarsest finer stored series
+    that covers the whole bucket (e.g. 4h from 1h, else 1m); a bucket nothing covers whole is
+    left out, never partial.
 
     krakked candles XBTUSD --tf 1h --since 2024-01-01 --format csv > xbt.csv
     """

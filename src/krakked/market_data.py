@@ -22,7 +22,7 @@ import httpx
 from krakked.config import Settings, load_settings
 from krakked.errors import KrakenError, NoDataError, StoreError, UnknownPairError, UsageError
 from krakked.kraken.spot import SpotClient
-from krakked.market.candles import Candle
+from krakked.market.candles import Candle, from_epoch_us
 from krakked.market.gaps import DataGap
 from krakked.market.pairs import PairMetadata, Universe, snapshot_cannot_apply
 from krakked.store import MarketStore, open_store
@@ -398,3 +398,67 @@ class Market:
             if e <= s:
                 return 0
         return self.store.build_candles_from_trades(symbol, s, e)
+
+    # -- one command to a complete history -----------------------------------------------------
+
+    def complete_history(
+        self,
+        pair: str,
+        csv: str | Path | Sequence[str | Path] = (),
+        *,
+        since: datetime | int | str | None = None,
+        min_gap: str | int | timedelta = "2m",
+        import_progress: Any = None,
+        trades_progress: Callable[[TradesProgress], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """A pair's complete history in one call: import Kraken's CSV files (``csv``: files,
+        directories or zips; only this pair's members), backfill the API tail from where the
+        stored trades end (inside the CSV's last second, so the seam holds each trade once),
+        build 1m candles on the way, then detect and fill gaps. Returns the coverage report:
+        first and last trade, rows, the trade coverage, the gaps left with their reasons, and
+        each phase's result and seconds (``timings``); JSON-ready (times ISO 8601)."""
+        import time
+
+        symbol = self.resolve(pair)
+        timings: dict[str, float] = {}
+        report: dict[str, Any] = {"symbol": symbol}
+        paths = [csv] if isinstance(csv, str | Path) else list(csv)
+        if paths:
+            t0 = time.perf_counter()
+            imported = self.import_csv(paths, [symbol], progress=import_progress)
+            timings["import_seconds"] = round(time.perf_counter() - t0, 3)
+            imported.raise_for_errors()
+            report["import"] = [s for s in imported.series() if s["symbol"] == symbol]
+            if not any(s["rows_stored"] or s["rows_read"] for s in report["import"]):
+                raise NoDataError(f"{', '.join(map(str, paths))} holds no time-and-sales or "
+                                  f"OHLCVT file of {symbol}")
+        stored = self.store.trades_summary(symbol) is not None
+        t0 = time.perf_counter()
+        tail = self.backfill_trades(symbol, since=since, resume=since is None and stored,
+                                    progress=trades_progress, stop=stop)
+        timings["api_tail_seconds"] = round(time.perf_counter() - t0, 3)
+        report["api_tail"] = tail.to_dict()
+        t0 = time.perf_counter()
+        fill = self.fill_gaps([symbol], min_gap)
+        timings["gaps_seconds"] = round(time.perf_counter() - t0, 3)
+        filled = fill.to_dict()
+        report["gaps"] = {k: filled[k] for k in (
+            "gaps_detected", "gaps_filled", "candles_inserted", "trades_processed", "errors")}
+        summary = self.store.trades_summary(symbol) or {}
+        open_gaps = {(u["start_time"], u["end_time"]): u["reason"]
+                     for u in filled["unfillable"] if u.get("open")}
+        def iso(moment: datetime | None) -> str | None:
+            return moment.isoformat() if moment is not None else None
+
+        report.update({
+            "first_trade": iso(summary.get("first")), "last_trade": iso(summary.get("last")),
+            "rows": summary.get("rows", 0),
+            "trade_coverage": [{"from": iso(from_epoch_us(a)), "until": iso(from_epoch_us(b))}
+                               for a, b in self.store.read_trade_coverage(symbol)],
+            "gaps_left": [{**g, "reason": open_gaps.get((g["start_time"], g["end_time"]),
+                                                        "still detected after filling")}
+                          for g in filled["remaining"]],
+            "timings": timings,
+        })
+        return report

@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 UV = $(shell command -v uv >/dev/null 2>&1 && echo uv || echo python3 -m uv)
 
-.PHONY: bootstrap demo test lint fmt bench-limiter bench-store bench-account
+.PHONY: bootstrap demo test lint fmt bench-limiter bench-store bench-account bench-history
 
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -33,3 +33,8 @@ bench-store: bootstrap
 
 bench-account: bootstrap
 	$(UV) run python bench/account.py
+
+# pandas and polars (the lock's optional extras) are what krakked is compared with here
+bench-history: bootstrap
+	$(UV) sync --locked --quiet --extra pandas --extra polars
+	$(UV) run python bench/history.py

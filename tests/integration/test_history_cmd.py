@@ -220,3 +220,44 @@ def test_cli_verify_exits_26_on_a_mismatch_and_0_when_all_agree(
     assert "mismatching fields" in captured.out
     errors = [x for x in captured.err.splitlines() if x.startswith("error:")]
     assert len(errors) == 1 and "1 of" in errors[0] and "differ from Kraken's" in errors[0]
+
+
+def test_the_store_answers_readers_while_a_csv_import_writes(tmp_path: Path) -> None:
+    """A user can query the store (another process) while import-csv writes it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import duckdb
+
+    from krakked.store import open_store
+
+    csv_path = tmp_path / "XBTUSD.csv"
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT 1700000000 + i // 3 AS ts, (30000 + i % 97)::DECIMAL(18,1),
+                    0.01::DECIMAL(18,8) FROM range(900000) t(i)) TO '{csv_path}'
+                    (HEADER false)""")  # noqa: S608 - a path of ours
+    con.close()
+    path = tmp_path / "busy.duckdb"
+    with open_store(f"duckdb:///{path}"):
+        pass  # the store exists before the import starts
+    env = {**os.environ, "KRAKKED_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(  # noqa: S603 - this very package
+        [sys.executable, "-m", "krakked.cli", "import-csv", str(csv_path), "--store",
+         f"duckdb:///{path}", "--batch-size", "60000", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[int] = []
+    try:
+        while proc.poll() is None:
+            with open_store(f"duckdb:///{path}", read_only=True) as reader:
+                seen.append(reader.trades_summary("XBTUSD")["rows"]
+                            if reader.trades_summary("XBTUSD") else 0)
+            time.sleep(0.05)
+    finally:
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert any(0 < n < 900000 for n in seen), seen  # read mid-import, between batches
+    assert seen == sorted(seen)  # each read saw whole batches only, never fewer rows
+    with open_store(f"duckdb:///{path}", read_only=True) as reader:
+        assert reader.read_trades("XBTUSD").num_rows == 900000

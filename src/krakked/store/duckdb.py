@@ -395,8 +395,14 @@ class DuckDBStore(MarketStore):
         if table.num_rows == 0 and not sync and not coverage:
             return 0
         with self._txn() as con:
-            written, built = write_trade_rows(con, table, coverage, build_candles)
-            self._write_sync(con, sync, targets)
+            written, built, spans = write_trade_rows(con, table, coverage, build_candles)
+            if len(spans) == 1 and all(u.symbol in spans for u in sync):
+                # one pair: its status moves by the batch (a full recount scans all its
+                # trades — 85 M rows for XBTUSD — on every page)
+                (symbol, (lo, hi)), = spans.items()
+                self._bump_trades_status(con, symbol, lo, hi, written, sync)
+            else:
+                self._write_sync(con, sync, targets)
             now = datetime.now(UTC)
             for symbol in built:
                 self._refresh_status(con, symbol, "candles_1m", "candles", 1, now, None,
@@ -409,6 +415,29 @@ class DuckDBStore(MarketStore):
         for update, (kind, minutes) in zip(sync, targets, strict=True):
             self._refresh_status(con, update.symbol, update.data_type, kind, minutes,
                                  now, update.last_kraken_since, touch=True)
+
+    def _bump_trades_status(self, con: duckdb.DuckDBPyConnection, symbol: str, lo: int, hi: int,
+                            delta: int, sync: Sequence[SyncUpdate]) -> None:
+        """Move ``symbol``'s trades status by a batch spanning ``[lo, hi]`` (epoch µs) that
+        changed the stored rows by ``delta``; touched (last_sync_at, the cursor) when ``sync``
+        names it. A pair without a status row yet gets one counted from the table."""
+        found = _exec(con, "SELECT 1 FROM data_sync_status WHERE symbol = $s AND "
+                           "data_type = 'trades'", {"s": symbol})
+        since = next((u.last_kraken_since for u in sync if u.last_kraken_since is not None),
+                     None)
+        if not found:
+            if sync:
+                self._refresh_status(con, symbol, "trades", "trades", None,
+                                     datetime.now(UTC), since, touch=True)
+            return
+        touch = (", last_sync_at = $now, last_kraken_since = coalesce($since::BIGINT, "
+                 "last_kraken_since)") if sync else ""
+        _exec(con, "UPDATE data_sync_status SET oldest_timestamp = least(oldest_timestamp, "
+                   "make_timestamptz($lo)), newest_timestamp = greatest(newest_timestamp, "
+                   f"make_timestamptz($hi)), total_records = total_records + $d{touch} "
+                   "WHERE symbol = $s AND data_type = 'trades'",
+              {"s": symbol, "lo": lo, "hi": hi, "d": delta,
+               **({"now": datetime.now(UTC), "since": since} if sync else {})})
 
     @staticmethod
     def _refresh_status(con: duckdb.DuckDBPyConnection, symbol: str, data_type: str,

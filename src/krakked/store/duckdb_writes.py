@@ -263,14 +263,17 @@ def csv_ids_in_arrow(table: pa.Table) -> pa.Table | None:
 
 def write_trade_rows(con: duckdb.DuckDBPyConnection, table: pa.Table,
                      coverage: Mapping[str, Sequence[tuple[int, int]]],
-                     build_candles: bool) -> tuple[int, dict[str, int]]:
+                     build_candles: bool
+                     ) -> tuple[int, dict[str, int], dict[str, tuple[int, int]]]:
     """Insert the trades the store lacks, reconcile CSV rows with API rows in the batch's
     range, merge ``coverage`` (symbol -> epoch-µs ranges) into ``trade_coverage`` and, with
     ``build_candles``, rebuild the 1m candles of the minutes the batch or the new coverage
-    touch. Returns (trades inserted, candles written per symbol)."""
+    touch. Returns (change in stored trades, candles written per symbol, per symbol the
+    batch's first and last time in epoch µs)."""
     touched: dict[str, list[tuple[int, int]]] = {
         s: [(a, b) for a, b in ranges] for s, ranges in coverage.items() if ranges}
     inserted = 0
+    spans: list[Any] = []
     if table.num_rows:
         csv_rows = table["id"].null_count
         fast = csv_ids_in_arrow(table) if csv_rows else None
@@ -322,4 +325,4 @@ def write_trade_rows(con: duckdb.DuckDBPyConnection, table: pa.Table,
         for symbol, ranges in sorted(touched.items()):
             window = (min(a for a, _ in ranges), max(b for _, b in ranges))
             candles[symbol] = rebuild_trade_candles(con, symbol, window)
-    return inserted, candles
+    return inserted, candles, {str(sym): (int(a), int(b)) for sym, a, b in spans}

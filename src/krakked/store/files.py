@@ -85,7 +85,6 @@ from krakked.store.files_trades import FileTrades
 from krakked.store.sql import (
     CANDLE_COLS,
     TRADE_COLS,
-    TRADE_READ_COLS,
     coverage_query,
     coverage_runs_query,
     duck_type,
@@ -95,7 +94,6 @@ from krakked.store.sql import (
     read_segments_with,
     row_index,
     to_arrow,
-    ts_lit,
     with_trade_ids,
 )
 
@@ -531,20 +529,6 @@ class FileStore(FileTrades, MarketStore):
         return self._write(table, "candles", sync,
                            batch_coverage(table) if coverage is None else coverage)
 
-    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = (),
-                     coverage: Mapping[str, Sequence[tuple[int, int]]] | None = None,
-                     build_candles: bool = False) -> int:
-        """Merge trades into their files, once each (id-less rows: synthetic ids and their
-        reconciliation with API rows, as the DuckDB store), their coverage into the file's
-        record; then, with ``build_candles``, the 1-minute candles of the covered minutes
-        touched (a second write: files are replaced one by one)."""
-        coverage = coverage or {}
-        written = self._write(table, "trades", sync,
-                              {(s, None): r for s, r in coverage.items()})
-        if build_candles:
-            self.rebuild_touched(table, coverage)
-        return written
-
     def write_pairs(self, table: pa.Table) -> None:
         """Replace ``pairs.<ext>`` with ``table``."""
         with self._writing():
@@ -629,23 +613,6 @@ class FileStore(FileTrades, MarketStore):
         """See ``MarketStore.last_closes``."""
         rel, files = self._relation(symbol)
         return last_closes_with(lambda sql: self._arrow(sql, files), rel, asks)
-
-    def read_trades(self, symbol: str, start: datetime | None = None,
-                    end: datetime | None = None, limit: int | None = None) -> pa.Table:
-        """Trades of ``symbol`` with start <= timestamp < end, oldest first (ties by id)."""
-        path = self.trade_path(symbol)
-        if not path.exists():
-            return TRADE_SCHEMA.empty_table()
-        where = ["TRUE"]
-        if start is not None:
-            where.append(f"timestamp >= {ts_lit(start)}")
-        if end is not None:
-            where.append(f"timestamp < {ts_lit(end)}")
-        sql = (f"SELECT {TRADE_READ_COLS} FROM {self._rel(path, TRADE_SCHEMA)} "
-               f"WHERE {' AND '.join(where)} ORDER BY timestamp, abs(id)")
-        if limit is not None:
-            sql += f" LIMIT {max(0, int(limit))}"
-        return as_schema(self._arrow(sql, [path]), TRADE_SCHEMA)
 
     def read_pairs(self) -> pa.Table:
         """The stored universe snapshot (empty if none)."""

@@ -3,6 +3,10 @@ candles built from a pair's trades file (the DuckDB store's SQL, run over the fi
 Kraken's trade-id sequence, a summary. A mixin of ``FileStore``.
 """
 
+# SQL here is composed from our own identifiers and values quoted by ts_lit() or coerced by
+# int(); nothing user-typed reaches it unquoted.
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -14,8 +18,8 @@ import pyarrow as pa
 
 from krakked.market.candles import epoch_us, from_epoch_us
 from krakked.store.arrow import CANDLE_SCHEMA, TRADE_SCHEMA, as_schema
-from krakked.store.base import minutes_to_build
-from krakked.store.sql import ts_lit
+from krakked.store.base import SyncUpdate, minutes_to_build
+from krakked.store.sql import TRADE_READ_COLS, ts_lit
 from krakked.store.trade_sql import (
     candles_from_trades_query,
     trade_id_holes_query,
@@ -36,6 +40,37 @@ class FileTrades:
         def _write(self, table: pa.Table, kind: Any, sync: Any, coverage: Any = None
                    ) -> int: ...
         def _dicts(self, sql: str, files: Sequence[Path]) -> list[dict[str, Any]]: ...
+
+    def write_trades(self, table: pa.Table, sync: Sequence[SyncUpdate] = (),
+                     coverage: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+                     build_candles: bool = False) -> int:
+        """Merge trades into their files, once each (id-less rows: synthetic ids and their
+        reconciliation with API rows, as the DuckDB store), their coverage into the file's
+        record; then, with ``build_candles``, the 1-minute candles of the covered minutes
+        touched (a second write: files are replaced one by one)."""
+        coverage = coverage or {}
+        written = self._write(table, "trades", sync,
+                              {(s, None): r for s, r in coverage.items()})
+        if build_candles:
+            self.rebuild_touched(table, coverage)
+        return written
+
+    def read_trades(self, symbol: str, start: datetime | None = None,
+                    end: datetime | None = None, limit: int | None = None) -> pa.Table:
+        """Trades of ``symbol`` with start <= timestamp < end, oldest first (ties by id)."""
+        path = self.trade_path(symbol)
+        if not path.exists():
+            return TRADE_SCHEMA.empty_table()
+        where = ["TRUE"]
+        if start is not None:
+            where.append(f"timestamp >= {ts_lit(start)}")
+        if end is not None:
+            where.append(f"timestamp < {ts_lit(end)}")
+        sql = (f"SELECT {TRADE_READ_COLS} FROM {self._rel(path, TRADE_SCHEMA)} "
+               f"WHERE {' AND '.join(where)} ORDER BY timestamp, abs(id)")
+        if limit is not None:
+            sql += f" LIMIT {max(0, int(limit))}"
+        return as_schema(self._arrow(sql, [path]), TRADE_SCHEMA)
 
     def read_trade_coverage(self, symbol: str) -> list[tuple[int, int]]:
         """See ``MarketStore.read_trade_coverage``: the trades file's recorded coverage."""

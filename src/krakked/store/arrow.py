@@ -32,6 +32,7 @@ __all__ = [
     "arrow_to_candles",
     "as_schema",
     "candles_to_arrow",
+    "csv_ids_in_arrow",
     "trades_to_arrow",
 ]
 
@@ -287,3 +288,23 @@ def as_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
                if not table.schema.field(i).type.equals(schema.field(i).type)
                else table.column(i) for i in range(len(schema))]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def csv_ids_in_arrow(table: pa.Table) -> pa.Table | None:
+    """``table`` with the synthetic ids of its CSV rows (``store.sql.with_trade_ids``) worked
+    out in Arrow — when every row is a CSV row of one symbol in time order (a batch of
+    Kraken's files); None otherwise (the SQL does it)."""
+    n = table.num_rows
+    if (n < 2 or table["id"].null_count != n
+            or pc.count_distinct(table["symbol"]).as_py() != 1):
+        return None
+    us = pc.cast(table["timestamp"], pa.int64()).combine_chunks()
+    step = pc.subtract(us.slice(1), us.slice(0, n - 1))
+    if not pc.all(pc.greater_equal(step, 0)).as_py():
+        return None
+    idx = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), 1)
+    starts = pa.concat_arrays([pa.array([True]), pc.not_equal(step, 0)])
+    run_start = pc.cumulative_max(pc.if_else(starts, idx, 0))
+    n_in_run = pc.add(pc.subtract(idx, run_start), 1)
+    ids = pc.negate(pc.add(pc.multiply(us, 1000), n_in_run))
+    return table.set_column(0, "id", ids)

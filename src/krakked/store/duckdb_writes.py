@@ -24,6 +24,7 @@ from krakked.market.candles import (
     from_epoch_us,
     merge_ranges,
 )
+from krakked.store.arrow import csv_ids_in_arrow
 from krakked.store.base import minutes_to_build
 from krakked.store.sql import (
     CANDLE_COLS,
@@ -239,26 +240,6 @@ def _both_kinds(con: duckdb.DuckDBPyConnection, near: str) -> bool:
     """CSV rows and API rows are both stored in the range ``near``."""
     return all(exec_all(con, f"SELECT 1 FROM trades AS t WHERE {near} AND t.id {op} 0 LIMIT 1")
                for op in ("<", ">="))
-
-
-def csv_ids_in_arrow(table: pa.Table) -> pa.Table | None:
-    """``table`` with the synthetic ids of its CSV rows (``store.sql.with_trade_ids``) worked
-    out in Arrow — when every row is a CSV row of one symbol in time order (a batch of
-    Kraken's files); None otherwise (the SQL does it)."""
-    n = table.num_rows
-    if (n < 2 or table["id"].null_count != n
-            or pc.count_distinct(table["symbol"]).as_py() != 1):
-        return None
-    us = pc.cast(table["timestamp"], pa.int64()).combine_chunks()
-    step = pc.subtract(us.slice(1), us.slice(0, n - 1))
-    if not pc.all(pc.greater_equal(step, 0)).as_py():
-        return None
-    idx = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), 1)
-    starts = pa.concat_arrays([pa.array([True]), pc.not_equal(step, 0)])
-    run_start = pc.cumulative_max(pc.if_else(starts, idx, 0))
-    n_in_run = pc.add(pc.subtract(idx, run_start), 1)
-    ids = pc.negate(pc.add(pc.multiply(us, 1000), n_in_run))
-    return table.set_column(0, "id", ids)
 
 
 def write_trade_rows(con: duckdb.DuckDBPyConnection, table: pa.Table,

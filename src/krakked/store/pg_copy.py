@@ -19,6 +19,7 @@ __all__ = [
     "EPOCH",
     "NUM",
     "copy_in",
+    "copy_into",
     "copy_out",
     "encode_csv",
     "ident",
@@ -88,12 +89,26 @@ def copy_in(cur: Any, temp: str, table: pa.Table) -> None:
     cols = ", ".join(f"{ident(f.name)} {_pg_type(f.type)}" for f in table.schema)
     cur.execute(f"DROP TABLE IF EXISTS {temp}")  # a second batch in one transaction
     cur.execute(f"CREATE TEMP TABLE {temp} ({cols}, _ord bigint) ON COMMIT DROP")
+    _stream(cur, f"COPY {temp} FROM STDIN (FORMAT csv)", table, ordinals=True)
+
+
+def copy_into(cur: Any, target: str, table: pa.Table) -> None:
+    """COPY the rows of ``table`` straight into the table ``target`` (its columns named as
+    ``table``'s; timestamps as ISO text)."""
+    cols = ", ".join(ident(n) for n in table.column_names)
+    _stream(cur, f"COPY {target} ({cols}) FROM STDIN (FORMAT csv)", table, ordinals=False)
+
+
+def _stream(cur: Any, statement: str, table: pa.Table, *, ordinals: bool) -> None:
+    """Send ``table`` through ``statement`` in blocks, each encoded in a thread while the
+    previous one is sent."""
     if not table.num_rows:
         return
-    with ThreadPoolExecutor(1) as pool, cur.copy(f"COPY {temp} FROM STDIN (FORMAT csv)") as copy:
+    with ThreadPoolExecutor(1) as pool, cur.copy(statement) as copy:
         pending: deque[Future[bytes]] = deque()
         for offset in range(0, table.num_rows, _COPY_CHUNK):
-            pending.append(pool.submit(encode_csv, table.slice(offset, _COPY_CHUNK), offset))
+            pending.append(pool.submit(encode_csv, table.slice(offset, _COPY_CHUNK),
+                                       offset if ordinals else None))
             if len(pending) > 2:
                 copy.write(pending.popleft().result())
         while pending:

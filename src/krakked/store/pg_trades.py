@@ -13,10 +13,11 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from krakked.market.candles import epoch_us, from_epoch_us, merge_ranges
-from krakked.store.arrow import CANDLE_SCHEMA, TRADE_SCHEMA
-from krakked.store.pg_copy import NUM, copy_in, copy_out, ident, select_out, ts_in
+from krakked.store.arrow import CANDLE_SCHEMA, TRADE_SCHEMA, csv_ids_in_arrow
+from krakked.store.pg_copy import NUM, copy_in, copy_into, copy_out, ident, select_out, ts_in
 from krakked.store.pg_rollups import bucket_sql
 
 __all__ = [
@@ -38,6 +39,18 @@ def insert_trades(cur: Any, table: pa.Table) -> tuple[dict[str, int], dict[str, 
     of their pair and instant; then the CSV rows that API rows in the batch's range stand for
     are removed. Returns (change in rows per symbol, per symbol the batch's [first, last] µs)."""
     cur.execute("SET LOCAL work_mem = '128MB'")
+    with_ids = csv_ids_in_arrow(table)
+    if with_ids is not None:  # a batch of Kraken's CSV files: one pair, in time order
+        symbol = with_ids["symbol"][0].as_py()
+        us = pc.min_max(pc.cast(with_ids["timestamp"], pa.int64())).as_py()
+        a, b = int(us["min"]), int(us["max"])
+        cur.execute('SELECT 1 FROM trades WHERE symbol = %s AND "timestamp" >= %s AND '
+                    '"timestamp" < %s LIMIT 1',
+                    (symbol, from_epoch_us(a - a % 1_000_000),
+                     from_epoch_us(b - b % 1_000_000 + 1_000_000)))
+        if cur.fetchone() is None:  # nothing stored in its seconds: COPY it straight in
+            copy_into(cur, "trades", with_ids)
+            return {symbol: with_ids.num_rows}, {symbol: (a, b)}
     copy_in(cur, "_kk_in_trades", table)
     names = ", ".join(ident(n) for n in TRADE_SCHEMA.names)
     rest = ", ".join(ts_in('"timestamp"') if n == "timestamp" else ident(n)

@@ -256,6 +256,38 @@ class BulkCSVImporter:
             per = counts.setdefault(f.symbol, {})
             per[key] = per.get(key, 0) + f.rows_stored
         return counts
+def _paced_market(db_url: str | None, rate_limit_delay: float, max_retries: int) -> Market:
+    """A Market whose Kraken calls are paced one every ``rate_limit_delay`` seconds (0:
+    krakked's configured pacing) and tried up to ``max_retries`` times (the original tools'
+    two knobs)."""
+    from krakked.config import load_settings
+    from krakked.kraken.http import RetryPolicy
+    from krakked.kraken.limits import PublicLimiter
+    from krakked.kraken.spot import SpotClient
+
+    settings = load_settings()
+    pacer = PublicLimiter(1.0 / rate_limit_delay, 1) if rate_limit_delay > 0 else None
+    client = SpotClient(settings=settings, public_limiter=pacer,
+                        retry=RetryPolicy(max_attempts=max(1, max_retries)))
+    try:
+        return Market(db_url, settings=settings, client=client)
+    except BaseException:
+        client.close()
+        raise
+
+
+async def _close_market(market: Market | None) -> None:
+    """Close ``market``'s store and client (in a worker thread)."""
+    if market is None:
+        return
+
+    def shut() -> None:
+        market.close()
+        market.client.close()
+
+    await asyncio.to_thread(shut)
+
+
 # -- gaps (GapFiller, run_gap_filler) ------------------------------------------------------------
 
 
@@ -279,21 +311,7 @@ class GapFiller:
         self._market: Market | None = None
 
     def _open(self) -> Market:
-        from krakked.config import load_settings
-        from krakked.kraken.http import RetryPolicy
-        from krakked.kraken.limits import PublicLimiter
-        from krakked.kraken.spot import SpotClient
-
-        settings = load_settings()
-        pacer = (PublicLimiter(1.0 / self.rate_limit_delay, 1)
-                 if self.rate_limit_delay > 0 else None)
-        client = SpotClient(settings=settings, public_limiter=pacer,
-                            retry=RetryPolicy(max_attempts=max(1, self.max_retries)))
-        try:
-            return Market(self.db_url, settings=settings, client=client)
-        except BaseException:
-            client.close()
-            raise
+        return _paced_market(self.db_url, self.rate_limit_delay, self.max_retries)
 
     async def start(self) -> None:
         """Open the store and the Kraken client."""
@@ -302,14 +320,8 @@ class GapFiller:
 
     async def stop(self) -> None:
         """Close the store and the client."""
-        if self._market is not None:
-            market, self._market = self._market, None
-
-            def shut() -> None:
-                market.close()
-                market.client.close()
-
-            await asyncio.to_thread(shut)
+        market, self._market = self._market, None
+        await _close_market(market)
 
     async def __aenter__(self) -> GapFiller:
         await self.start()
@@ -404,21 +416,7 @@ class KrakenTradesBackfill:
         self._market: Market | None = None
 
     def _open(self) -> Market:
-        from krakked.config import load_settings
-        from krakked.kraken.http import RetryPolicy
-        from krakked.kraken.limits import PublicLimiter
-        from krakked.kraken.spot import SpotClient
-
-        settings = load_settings()
-        pacer = (PublicLimiter(1.0 / self.rate_limit_delay, 1)
-                 if self.rate_limit_delay > 0 else None)
-        client = SpotClient(settings=settings, public_limiter=pacer,
-                            retry=RetryPolicy(max_attempts=max(1, self.max_retries)))
-        try:
-            return Market(self.db_url, settings=settings, client=client)
-        except BaseException:
-            client.close()
-            raise
+        return _paced_market(self.db_url, self.rate_limit_delay, self.max_retries)
 
     async def connect(self) -> None:
         """Open the store and the Kraken client."""
@@ -427,14 +425,8 @@ class KrakenTradesBackfill:
 
     async def close(self) -> None:
         """Close the store and the client."""
-        if self._market is not None:
-            market, self._market = self._market, None
-
-            def shut() -> None:
-                market.close()
-                market.client.close()
-
-            await asyncio.to_thread(shut)
+        market, self._market = self._market, None
+        await _close_market(market)
 
     async def __aenter__(self) -> KrakenTradesBackfill:
         await self.connect()

@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -42,9 +41,9 @@ from krakked.market.gaps import (
     merge_spans,
     ohlc_reaches,
 )
-from krakked.store.arrow import TRADE_SCHEMA, TS
 from krakked.store.base import Coverage, MarketStore, SyncUpdate, TradeCoverage
 from krakked.sync.ohlc import parse_ohlc, served_range
+from krakked.sync.trades import PAGE_SIZE, parse_trades
 
 __all__ = [
     "GapFillReport",
@@ -177,57 +176,12 @@ def scan_gaps(store: MarketStore, symbols: Sequence[str], *,
 
 # -- Kraken's Trades over a range --------------------------------------------------------------
 
-_US = Decimal(1_000_000)
-_SIDES = {"b": "buy", "s": "sell"}
-_ORDER_TYPES = {"m": "market", "l": "limit"}
-PAGE_SIZE = 1000
-
-
 def _parse_trades_page(result: Mapping[str, Any], symbol: str
                        ) -> tuple[pa.Table, list[int], int | None]:
-    """Kraken's ``Trades`` result -> (``TRADE_SCHEMA`` table, the rows' epoch µs, ``last``).
-
-    To be replaced by ``krakked.sync.trades.parse_trades`` once that lands: the same reading
-    (decimal strings exact, time rounded half-even to the microsecond)."""
-    keys = [k for k in result if k != "last"]
-    if len(keys) != 1 or not isinstance(result[keys[0]], list):
-        raise MalformedResponseError(f"Trades result for {symbol} has no single pair key: "
-                                     f"{sorted(result)}", endpoint="spot:Trades")
-    cols: dict[str, list[Any]] = {name: [] for name in TRADE_SCHEMA.names}
-    stamps: list[int] = []
-    for row in result[keys[0]]:
-        try:
-            price, volume = Decimal(str(row[0])), Decimal(str(row[1]))
-            seconds = row[2] if isinstance(row[2], Decimal) else Decimal(str(row[2]))
-            us = int((seconds * _US).to_integral_value(rounding=ROUND_HALF_EVEN))
-            side, kind, trade_id = _SIDES[row[3]], str(row[4]), int(row[6])
-            if not (price.is_finite() and volume.is_finite()):
-                raise ValueError(row)
-        except (IndexError, KeyError, TypeError, ValueError, ArithmeticError):
-            raise MalformedResponseError(
-                f"Trades row for {symbol} is not [price, volume, time, side, type, misc, id]: "
-                f"{str(row)[:120]}", endpoint="spot:Trades") from None
-        stamps.append(us)
-        for name, value in (("id", trade_id), ("symbol", symbol), ("timestamp", us),
-                            ("price", price), ("volume", volume), ("side", side),
-                            ("order_type", _ORDER_TYPES.get(kind, kind)),
-                            ("misc", "" if row[5] is None else str(row[5])), ("source", "rest")):
-            cols[name].append(value)
-    try:
-        table = pa.table({
-            name: (pa.array(values, pa.int64()).cast(TS) if name == "timestamp"
-                   else pa.array(values, TRADE_SCHEMA.field(name).type))
-            for name, values in cols.items()}, schema=TRADE_SCHEMA)
-    except (pa.ArrowInvalid, OverflowError):
-        raise MalformedResponseError(f"a Trades price or volume of {symbol} does not fit "
-                                     "DECIMAL(38,18)", endpoint="spot:Trades") from None
-    last = result.get("last")
-    try:
-        cursor = None if last in (None, "") else int(last)
-    except (TypeError, ValueError):
-        raise MalformedResponseError(f"Trades cursor 'last' of {symbol} is not an integer: "
-                                     f"{last!r}", endpoint="spot:Trades") from None
-    return table, stamps, cursor
+    """Kraken's ``Trades`` result -> (``TRADE_SCHEMA`` table, the rows' epoch µs, ``last``),
+    read by ``krakked.sync.trades.parse_trades``."""
+    page = parse_trades(result, symbol)
+    return page.table, pc.cast(page.table["timestamp"], pa.int64()).to_pylist(), page.last
 
 
 @dataclass(frozen=True)
@@ -260,8 +214,9 @@ def fetch_trades_range(client: SpotClient, store: MarketStore, symbol: str, star
     ``end`` once a trade at or after ``end`` shows there are no more inside) and the 1m candles
     that range completes. Kraken's stored backfill cursor is left as it is.
 
-    A minimal range fetcher, to be replaced by ``krakked.sync.trades.backfill_trades(since=
-    start, until=end)`` once that lands on main.
+    Unlike ``sync.trades.backfill_trades`` (the resumable tail), it knows where Kraken's
+    next trade after the range lies (a range without trades is recorded as quiet) and never
+    moves the stored backfill cursor.
     """
     rest = rest_symbol or symbol
     start_us, end_us = epoch_us(start), epoch_us(end)

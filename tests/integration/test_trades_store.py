@@ -223,3 +223,17 @@ def test_candles_of_any_interval_are_read_from_trades_without_writing(
     assert fives[1]["open"] == next(t for t in trades if t.timestamp >= at(300)).price
     assert fives[0]["trade_count"] == len([t for t in trades if t.timestamp < at(300)])
     assert store.read_candles(S, 1).num_rows == 0  # nothing was written
+
+
+def test_pairs_sharing_seconds_keep_their_own_trades(store: MarketStore) -> None:
+    eth = [HistoricalTrade(None, "ETHUSD", at(10), Decimal("100"), Decimal("1"), None),  # type: ignore[arg-type]
+           HistoricalTrade(None, "ETHUSD", at(70), Decimal("101"), Decimal("1"), None)]  # type: ignore[arg-type]
+    store.upsert_trades(trades_to_arrow(eth, source="csv"),
+                        coverage=[TradeCoverage("ETHUSD", at(0), at(120))])
+    # an XBTUSD API trade with the same second, price and volume is not ETHUSD's twin
+    store.upsert_trades([api(1, 10.5, "100"), api(2, 70.5, "101")],
+                        coverage=[cover(0, 120)])
+    assert len(store.read_trades("ETHUSD")) == 2 and len(store.read_trades(S)) == 2
+    assert store.upsert_trades(trades_to_arrow(eth, source="csv")) == 0
+    assert [c["close"] for c in store.read_candles("ETHUSD", 1).to_pylist()] == [100, 101]
+    assert [c["trade_count"] for c in store.read_candles(S, 1).to_pylist()] == [1, 1]

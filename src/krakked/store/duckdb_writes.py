@@ -283,6 +283,8 @@ def write_trade_rows(con: duckdb.DuckDBPyConnection, table: pa.Table,
             lo = from_epoch_us(lo_us - lo_us % 1_000_000)
             hi = from_epoch_us(hi_us - hi_us % 1_000_000 + 1_000_000)
             near = f"t.timestamp >= {ts_lit(lo)} AND t.timestamp < {ts_lit(hi)}"
+            if len(spans) == 1:  # one pair (a page, a file's batch): only its rows matter
+                near += f" AND t.symbol = {lit(spans[0][0])}"
             stored = exec_all(con, "SELECT DISTINCT id < 0 FROM (SELECT id FROM trades AS t "
                                    f"WHERE {near} LIMIT 1)")
             ordered = _in_order(table)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from krakked.sim import SimClock, SimConfig, Simulator
 from krakked.store import MarketStore, open_store
 
 BACKENDS = ("duckdb", "parquet", "csv", "postgresql")
@@ -44,3 +45,16 @@ def postgres_db_url(postgres_server: str) -> str:
     from tests.postgres_server import fresh_database
 
     return fresh_database(postgres_server)
+
+
+@pytest.fixture
+def clock(request: pytest.FixtureRequest) -> SimClock:
+    """A simulator clock standing at the test module's ``NOW``."""
+    return SimClock(request.module.NOW)
+
+
+@pytest.fixture
+def sim(clock: SimClock) -> Simulator:
+    """The simulator on that clock, public pacing off (the tests pace themselves)."""
+    return Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic,
+                               public_rate=0))

@@ -61,17 +61,6 @@ def store(url: str) -> Iterator[MarketStore]:
 
 
 @pytest.fixture
-def clock() -> SimClock:
-    return SimClock(NOW)
-
-
-@pytest.fixture
-def sim(clock: SimClock) -> Simulator:
-    return Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic,
-                               public_rate=0))
-
-
-@pytest.fixture
 def client(sim: Simulator, tmp_path: Path) -> Iterator[SpotClient]:
     settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
     with SpotClient(settings=settings, transport=sim.transport(),

@@ -23,22 +23,11 @@ from krakked.kraken.limits import PublicLimiter
 from krakked.kraken.spot import SpotClient
 from krakked.market.candles import epoch_us, from_epoch_us
 from krakked.market_data import Market
-from krakked.sim import SimClock, SimConfig, Simulator
+from krakked.sim import SimConfig, Simulator
 from krakked.sim.server import running
 from krakked.sync.ohlc import parse_ohlc
 
 NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> SimClock:
-    return SimClock(NOW)
-
-
-@pytest.fixture
-def sim(clock: SimClock) -> Simulator:
-    return Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic,
-                               public_rate=0))
 
 
 def _market(sim: Simulator, tmp_path: Path, url: str) -> Market:

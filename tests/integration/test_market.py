@@ -35,17 +35,6 @@ NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
 
 
 @pytest.fixture
-def clock() -> SimClock:
-    return SimClock(NOW)
-
-
-@pytest.fixture
-def sim(clock: SimClock) -> Simulator:
-    return Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic,
-                               public_rate=0))
-
-
-@pytest.fixture
 def market(sim: Simulator, tmp_path: Path, clock: SimClock):
     settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
     client = SpotClient(settings=settings, transport=sim.transport(),

@@ -39,17 +39,6 @@ SIDES = {"b": "buy", "s": "sell"}
 TYPES = {"m": "market", "l": "limit"}
 
 
-@pytest.fixture
-def clock() -> SimClock:
-    return SimClock(NOW)
-
-
-@pytest.fixture
-def sim(clock: SimClock) -> Simulator:
-    return Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic,
-                               public_rate=0))
-
-
 @pytest.fixture(params=["duckdb", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "duckdb":

@@ -186,6 +186,9 @@ _SCHEMA_VERSION_DDL = (
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 DEFAULT_LOCK_TIMEOUT = 10.0
 """Seconds an operation waits for a DuckDB file another process holds."""
+_RETRY_MAX_DELAY = 0.01  # a waiting operation tries again every 10 ms: it must not miss a gap
+WRITER_GAP = 0.03
+"""Seconds a writer leaves the file free between two write transactions of its own."""
 
 
 class DuckDBStore(MarketStore):
@@ -212,6 +215,7 @@ class DuckDBStore(MarketStore):
         self._lock = threading.RLock()
         self._memory = path == ":memory:"
         self._held: duckdb.DuckDBPyConnection | None = None
+        self._closed_at = -1e9  # when this store last closed the file after a write
         self._held_read_only = False
         if read_only and not self._memory and not os.path.isfile(path):
             raise StoreNotFoundError(
@@ -242,7 +246,7 @@ class DuckDBStore(MarketStore):
                 remaining = deadline - time.monotonic()
                 if remaining > 0:
                     time.sleep(min(delay, remaining))
-                    delay = min(delay * 2, 0.25)
+                    delay = min(delay * 2, _RETRY_MAX_DELAY)
                     continue
                 pid = _LOCK_PID.search(str(exc))
                 holder = f"PID {pid.group(1)}" if pid else "see `lsof` for the holder"
@@ -273,6 +277,13 @@ class DuckDBStore(MarketStore):
                 yield self._held
                 return
             read_only = self.read_only and not write
+            if not read_only and not self._memory:
+                # Back-to-back write transactions (an import's batches) leave the file free a
+                # moment between them, so that a waiting reader gets in (readers never wait
+                # for a whole job).
+                pause = self._closed_at + WRITER_GAP - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
             con = self._open(read_only)
             self._held, self._held_read_only = con, read_only
             try:
@@ -280,6 +291,8 @@ class DuckDBStore(MarketStore):
             finally:
                 self._held = None
                 con.close()
+                if not read_only:
+                    self._closed_at = time.monotonic()
 
     def session(self) -> contextlib.AbstractContextManager[Any]:
         """Hold the file across several operations (released at the end of the block)."""

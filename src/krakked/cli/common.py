@@ -87,6 +87,20 @@ err = Console(stderr=True, soft_wrap=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
+class BarDisplay:
+    """A progress display around a rich ``Progress`` (``self.bar``): entering the display
+    starts the bar, leaving it stops it."""
+
+    bar: Any
+
+    def __enter__(self) -> Any:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+
 class State:
     verbose: int = 0
 

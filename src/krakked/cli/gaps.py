@@ -101,7 +101,7 @@ def gaps_detect(
     common.out.print(table)
 
 
-class _Display:
+class _Display(common.BarDisplay):
     """Per pair: a rich progress bar on a terminal (gaps done, pages and trades of the gap in
     hand), else a line per gap done (at most every ``interval`` seconds while paging)."""
 
@@ -115,13 +115,6 @@ class _Display:
                             TimeElapsedColumn(), console=common.err, disable=not show_bar)
         self.tasks = {s: self.bar.add_task(s, total=n, now="") for s, n in totals.items()}
         self.logged: dict[str, float] = {}
-
-    def __enter__(self) -> _Display:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)  # type: ignore[arg-type]
 
     def __call__(self, event: Any) -> None:
         gap = event.gap

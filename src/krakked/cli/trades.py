@@ -57,7 +57,7 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-class _Display:
+class _Display(common.BarDisplay):
     """Per pair: a rich progress bar on a terminal (pages, trades, rate, ETA to real time),
     else a log line at most every ``interval`` seconds and one when the pair ends."""
 
@@ -76,13 +76,6 @@ class _Display:
         self._began: dict[str, float] = {}
         self._origin: dict[str, datetime] = {}
         self._logged: dict[str, float] = {}
-
-    def __enter__(self) -> _Display:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)  # type: ignore[arg-type]
 
     def __call__(self, event: Any) -> None:
         symbol = event.symbol

@@ -79,21 +79,24 @@ def trade_coverage_ranges(coverage: Iterable[TradeCoverage]) -> dict[str, list[t
     return {symbol: merge_ranges(ranges) for symbol, ranges in out.items()}
 
 
-def whole_minutes(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The whole minutes inside each ``[from, until)`` range (epoch µs), as ranges."""
-    out = [(bucket_ceil_us(a, 1), bucket_floor_us(b, 1)) for a, b in ranges]
+def whole_minutes(ranges: Sequence[tuple[int, int]], minutes: int = 1
+                  ) -> list[tuple[int, int]]:
+    """The whole ``minutes`` buckets inside each ``[from, until)`` range (epoch µs), as
+    ranges."""
+    out = [(bucket_ceil_us(a, minutes), bucket_floor_us(b, minutes)) for a, b in ranges]
     return [(a, b) for a, b in out if b > a]
 
 
-def minutes_to_build(covered: Sequence[tuple[int, int]], window: tuple[int, int] | None
-                     ) -> list[tuple[int, int]]:
-    """The whole minutes of the trade coverage ``covered`` inside ``window`` (epoch µs,
-    widened to whole minutes): where 1-minute candles can be built from trades."""
-    minutes = whole_minutes(covered)
+def minutes_to_build(covered: Sequence[tuple[int, int]], window: tuple[int, int] | None,
+                     minutes: int = 1) -> list[tuple[int, int]]:
+    """The whole ``minutes`` buckets of the trade coverage ``covered`` inside ``window``
+    (epoch µs, widened to whole buckets): where candles can be built from trades."""
+    whole = whole_minutes(covered, minutes)
     if window is None:
-        return minutes
-    a0, b0 = bucket_floor_us(window[0], 1), bucket_ceil_us(window[1], 1)
-    return [(max(a, a0), min(b, b0)) for a, b in minutes if min(b, b0) > max(a, a0)]
+        return whole
+    a0, b0 = bucket_floor_us(window[0], minutes), bucket_ceil_us(window[1], minutes)
+    return [(max(a, a0), min(b, b0)) for a, b in whole if min(b, b0) > max(a, a0)]
+
 
 
 def batch_coverage(table: pa.Table, explicit: Iterable[Coverage] = ()

@@ -49,7 +49,6 @@ __all__ = [
     "py_value",
     "read_segments_with",
     "row_index",
-    "same_trade",
     "to_arrow",
     "ts_lit",
     "with_trade_ids",
@@ -350,13 +349,6 @@ def with_trade_ids(relation: str, index: str, *, keep_index: bool = False) -> st
     return (f"SELECT CASE WHEN id IS NOT NULL THEN id ELSE -(epoch_us(timestamp) * 1000 + "
             f"row_number() OVER (PARTITION BY symbol, timestamp, id IS NULL ORDER BY {index}))"
             f" END::BIGINT AS id, {cols}{extra} FROM {relation}")
-
-
-def same_trade(a: str, b: str) -> str:
-    """SQL: rows ``a`` and ``b`` are the same trade seen twice — same pair, price and volume
-    in the same second (how a CSV row, which has no Kraken id, is matched to an API row)."""
-    return (f"{a}.symbol = {b}.symbol AND {a}.price = {b}.price AND {a}.volume = {b}.volume "
-            f"AND epoch_us({a}.timestamp) // 1000000 = epoch_us({b}.timestamp) // 1000000")
 
 
 TRADE_READ_COLS = ", ".join(

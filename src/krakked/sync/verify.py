@@ -21,15 +21,13 @@ from krakked.kraken.spot import SpotClient
 from krakked.market.candles import (
     API_INTERVALS,
     Candle,
-    bucket_ceil_us,
-    bucket_floor_us,
     epoch_us,
     from_epoch_us,
     interval_minutes,
     timeframe_name,
 )
 from krakked.store.arrow import arrow_to_candles
-from krakked.store.base import MarketStore
+from krakked.store.base import MarketStore, minutes_to_build
 from krakked.sync.ohlc import parse_ohlc
 
 __all__ = ["Mismatch", "VerifyResult", "verify_candles"]
@@ -78,17 +76,6 @@ class VerifyResult:
                 "notes": list(self.notes)}
 
 
-def _covered_buckets(ranges: list[tuple[int, int]], minutes: int, lo: int, hi: int
-                     ) -> list[tuple[int, int]]:
-    """The whole ``minutes`` buckets of each range, clipped to ``[lo, hi)`` (epoch µs)."""
-    out = []
-    for a, b in ranges:
-        a, b = max(bucket_ceil_us(a, minutes), lo), min(bucket_floor_us(b, minutes), hi)
-        if b > a:
-            out.append((a, b))
-    return out
-
-
 def _same_vwap(ours: Decimal | None, kraken: Decimal | None) -> bool:
     if ours is None or kraken is None:
         return ours is None and kraken is None
@@ -132,7 +119,7 @@ def verify_candles(client: SpotClient, store: MarketStore, symbol: str,
     if not kraken:
         raise NoDataError(f"Kraken's OHLC serves no closed {tf} candles of {symbol}")
     lo, hi = epoch_us(kraken[0].timestamp), epoch_us(kraken[-1].close_time)
-    spans = _covered_buckets(store.read_trade_coverage(symbol), minutes, lo, hi)
+    spans = minutes_to_build(store.read_trade_coverage(symbol), (lo, hi), minutes)
     if not spans:
         raise NoDataError(
             f"no stored trades of {symbol} cover a whole {tf} bucket of the window Kraken's "

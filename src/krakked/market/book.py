@@ -39,49 +39,50 @@ def book_checksum(asks: Iterable[str], bids: Iterable[str]) -> int:
 
 
 class _Side:
-    """One side of the book: levels by price, and the prices sorted best first."""
+    """One side of the book: levels keyed by sort key (price for asks, -price for bids), the
+    keys sorted ascending, so the best level is first on both sides."""
 
-    __slots__ = ("_keys", "_levels", "_sign")
+    __slots__ = ("_keys", "_levels", "_negate")
 
     def __init__(self, best_is_highest: bool) -> None:
-        self._sign = -1 if best_is_highest else 1
-        self._keys: list[Decimal] = []  # sign * price, ascending: best first
-        self._levels: dict[Decimal, tuple[Decimal, str]] = {}  # price -> (qty, digits)
+        self._negate = best_is_highest
+        self._keys: list[Decimal] = []
+        # sort key -> (price, qty, checksum digits)
+        self._levels: dict[Decimal, tuple[Decimal, Decimal, str]] = {}
 
     def clear(self) -> None:
         self._keys.clear()
         self._levels.clear()
 
     def set(self, price: Decimal, qty: Decimal, digits: str | None) -> None:
+        key = -price if self._negate else price
         levels = self._levels
         if not qty:
-            if levels.pop(price, None) is not None:
-                key = self._sign * price
+            if levels.pop(key, None) is not None:
                 del self._keys[bisect_left(self._keys, key)]
             return
-        if price not in levels:
-            insort(self._keys, self._sign * price)
-        levels[price] = (qty, digits or "")
+        if key not in levels:
+            insort(self._keys, key)
+        levels[key] = (price, qty, digits or "")
 
     def truncate(self, depth: int) -> None:
         keys = self._keys
         if len(keys) > depth:
-            sign = self._sign
             for key in keys[depth:]:
-                del self._levels[sign * key]
+                del self._levels[key]
             del keys[depth:]
 
     def digits(self, n: int) -> list[str]:
-        sign, levels = self._sign, self._levels
-        return [levels[sign * k][1] for k in self._keys[:n]]
+        levels = self._levels
+        return [levels[k][2] for k in self._keys[:n]]
 
     def levels(self, n: int | None = None) -> list[tuple[Decimal, Decimal]]:
-        sign, levels = self._sign, self._levels
+        levels = self._levels
         keys = self._keys if n is None else self._keys[:n]
-        return [(sign * k, levels[sign * k][0]) for k in keys]
+        return [levels[k][:2] for k in keys]
 
     def best(self) -> Decimal | None:
-        return self._sign * self._keys[0] if self._keys else None
+        return self._levels[self._keys[0]][0] if self._keys else None
 
     def __len__(self) -> int:
         return len(self._keys)

@@ -40,6 +40,8 @@ from krakked.sync.gaps import (
     scan_gaps,
 )
 from krakked.sync.ohlc import OhlcSyncResult, backfill_ohlc
+from krakked.sync.stream import LiveMarket
+from krakked.sync.stream_writer import DatabaseWriter, HoleFiller, WebSocketDBIntegration
 from krakked.sync.trades import TradesBackfillResult, TradesProgress, backfill_trades
 from krakked.sync.verify import VerifyResult, verify_candles
 
@@ -462,3 +464,28 @@ class Market:
             "timings": timings,
         })
         return report
+
+    # -- live stream -----------------------------------------------------------------------------
+
+    def live(self, pairs: Sequence[str] | None = None, *, channels: Sequence[str] = ("ticker",),
+             tf: Sequence[str | int] | str | int = ("1m",), book_depth: int = 10,
+             persist: bool = False, ws_url: str | None = None,
+             ws_options: dict[str, Any] | None = None) -> LiveMarket:
+        """A ``LiveMarket`` (not started: ``await live.start()`` or ``async with``) streaming
+        ``pairs`` (any aliases; the whole universe when None) from Kraken's WS v2 at the
+        configured ``ws_url``. ``persist``: trades (each once, trade-id holes filled over REST)
+        and closed candles go into this Market's store as they stream."""
+        names = list(dict.fromkeys(self.resolve(p) for p in pairs)) if pairs else \
+            self.get_universe()
+        metas = [self.get_pair_metadata(name) for name in names]
+        integration = None
+        if persist:
+            writer = DatabaseWriter(self.store)
+            integration = WebSocketDBIntegration(
+                writer, fill_holes=HoleFiller(self.client, self.rest_name))
+        return LiveMarket(
+            metas, ws_url=ws_url or self.settings.kraken.ws_url, channels=channels,
+            intervals=[tf] if isinstance(tf, str | int) else tf, book_depth=book_depth,
+            stale_tolerance=self.settings.stale_tolerance_seconds, resolve=self.resolve,
+            integration=integration, own_writer=persist,
+            rest_check=self.client.get_system_status, ws_options=ws_options)

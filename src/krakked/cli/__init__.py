@@ -22,6 +22,7 @@ from krakked.cli import (  # noqa: F401 - registers
     history,
     market,
     sim,
+    stream,
     trades,
 )
 from krakked.errors import KrakkedError, UsageError

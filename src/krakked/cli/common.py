@@ -161,22 +161,31 @@ def open_market(store: str | None, *, read: bool = False) -> Any:
     return Market(url, settings=settings, offline=read, read_only=read)
 
 
-def split_multi(args: list[str], flag: str) -> tuple[list[str], list[str]]:
-    """``XBTUSD ETH/USD --tf 1h 1d`` -> (positionals, values of ``--tf``): click hands us the
-    raw tail so that a flag can take several space-separated values, as the docs show."""
+def split_flags(args: list[str], flags: tuple[str, ...]
+                ) -> tuple[list[str], dict[str, list[str]]]:
+    """``XBTUSD ETH/USD --tf 1h 1d`` -> (positionals, values of each flag): click hands us the
+    raw tail so that a flag can take several space-separated values, as the docs show.
+    ``--flag=a,b`` and comma-separated positionals work too."""
     positionals: list[str] = []
-    values: list[str] = []
+    values: dict[str, list[str]] = {flag: [] for flag in flags}
     target = positionals
     for word in args:
-        if word == flag:
-            target = values
-        elif word.startswith(f"{flag}="):
-            values.extend(v for v in word.split("=", 1)[1].split(",") if v)
+        flag, eq, inline = word.partition("=")
+        if flag in values:
+            target = values[flag]
+            if eq:
+                target.extend(v for v in inline.split(",") if v)
         elif word.startswith("-"):
             raise typer.BadParameter(f"unknown option {word}")
         else:
             target.append(word)
     return positionals, values
+
+
+def split_multi(args: list[str], flag: str) -> tuple[list[str], list[str]]:
+    """``split_flags`` with one flag: (positionals, its values)."""
+    positionals, values = split_flags(args, (flag,))
+    return positionals, values[flag]
 
 
 # -- the root options ---------------------------------------------------------------------------

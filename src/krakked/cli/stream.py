@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -15,25 +16,6 @@ from rich.table import Table
 from krakked.cli import common
 from krakked.cli.common import JsonOpt
 from krakked.errors import InvalidRequestError, KrakkedError, UsageError
-
-_MULTI = ("--channels", "--tf")
-
-
-def _split(args: list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """``XBTUSD ETH/USD --channels ticker book --tf 1m`` -> pairs and each flag's values."""
-    pairs: list[str] = []
-    values: dict[str, list[str]] = {flag: [] for flag in _MULTI}
-    target = pairs
-    for word in args:
-        flag, _, inline = word.partition("=")
-        if flag in _MULTI:
-            target = values[flag]
-            target.extend(v for v in inline.split(",") if v)
-        elif word.startswith("-"):
-            raise typer.BadParameter(f"unknown option {word}")
-        else:
-            target.extend(v for v in word.split(",") if v)
-    return pairs, values
 
 
 def _fmt(value: Any) -> str:
@@ -130,7 +112,9 @@ def stream(
     ] = 10.0,
     json_: JsonOpt = False,
 ) -> None:
-    """Live ticker, trades, candles and books: krakked stream XBTUSD ETH/USD --channels ticker ohlc trade book --tf 1m
+    """Live ticker, trades, candles and books: krakked stream XBTUSD --channels ticker book
+
+    Example: krakked stream XBTUSD ETH/USD --channels ticker ohlc trade book --tf 1m
 
     Pairs take any alias (XBTUSD, BTC/USD, XXBTZUSD). --channels: ticker (default), trade, ohlc,
     book; --tf: the ohlc timeframes (1m 5m 15m 30m 1h 4h 1d 1w 15d; default 1m). On a terminal a
@@ -141,7 +125,7 @@ def stream(
     Ctrl-C or SIGTERM stops cleanly: buffers flushed, the last closed candles written, exit 0.
     The endpoint is KRAKKED_WS_URL / [kraken] ws_url (`krakked sim serve` prints one).
     """
-    pairs, values = _split(list(ctx.args))
+    pairs, values = common.split_flags(list(ctx.args), ("--channels", "--tf"))
     channels = tuple(values["--channels"]) or ("ticker",)
     tfs = tuple(values["--tf"]) or ("1m",)
     if not pairs and not universe:
@@ -211,10 +195,8 @@ async def _wait(stop: asyncio.Event, seconds: float, deadline: float | None,
     """Sleep ``seconds`` (less if the deadline comes first); True when it is time to stop."""
     if deadline is not None:
         seconds = min(seconds, max(0.0, deadline - loop.time()))
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
     return stop.is_set() or (deadline is not None and loop.time() >= deadline)
 
 

@@ -194,6 +194,34 @@ def test_connection_without_client_messages_is_closed_after_the_idle_timeout(
     assert run(go)
 
 
+def test_every_kraken_interval_and_depth_is_accepted_and_others_are_not(
+        sim: Simulator, ws_url: str) -> None:
+    symbols = ("BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "LTC/USD")
+    assert set(symbols) <= {p.v2name for p in sim.market.pairs()}
+
+    async def go() -> tuple[list[dict], list[dict]]:
+        async with opened(ws_url) as c:
+            good, bad = [], []
+            for interval in (1, 5, 15, 30, 60, 240, 1440, 10080, 21600):
+                await c.subscribe("ohlc", ["ETH/USD"], interval=interval, snapshot=False)
+                good.append(await c.expect(lambda f: "method" in f))
+            for depth, symbol in zip((10, 25, 100, 500, 1000), symbols, strict=True):
+                await c.subscribe("book", [symbol], depth=depth, snapshot=False)
+                good.append(await c.expect(lambda f: "method" in f))
+            for channel, params in (("ohlc", {"interval": 2}), ("book", {"depth": 11}),
+                                    ("nope", {})):
+                await c.subscribe(channel, ["ETH/USD"], **params)
+                bad.append(await c.expect(lambda f: "method" in f))
+            return good, bad
+
+    good, bad = run(go)
+    assert all(f["success"] for f in good) and len(good) == 14
+    assert [f["result"].get("interval") or f["result"]["depth"] for f in good] == [
+        1, 5, 15, 30, 60, 240, 1440, 10080, 21600, 10, 25, 100, 500, 1000]
+    assert [(f["success"], f["symbol"]) for f in bad] == [(False, "ETH/USD")] * 3
+    assert (sim.ws.heartbeat_interval, sim.ws.idle_timeout) == (1.0, 60.0)  # Kraken's
+
+
 def test_paths_other_than_v2_are_refused(sim: Simulator, ws_url: str) -> None:
     async def go() -> None:
         async with connect(ws_url.removesuffix("/v2") + "/v1"):

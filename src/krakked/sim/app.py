@@ -35,6 +35,7 @@ from krakked.sim.protocol import (
     json_response,
 )
 from krakked.sim.spot_book import SpotBook
+from krakked.sim.ws import SimWS
 
 __all__ = ["Simulator"]
 
@@ -101,6 +102,7 @@ class Simulator:
         self._books: dict[str, Any] = {}
         self._books_lock = threading.Lock()
         self.requests: Counter[str] = Counter()
+        self.ws = SimWS(self.market, self.config)
         self.app = _AsgiApp(self)
 
     # -- what tests and the demo use -----------------------------------------------------------
@@ -285,7 +287,7 @@ class _SyncTransport(httpx.BaseTransport):
 
 
 class _AsgiApp:
-    """The ASGI door (HTTP only for now; the WS v2 side comes with the live-stream issue)."""
+    """The ASGI door: HTTP, and the WS v2 endpoint at ``/v2`` (``krakked.sim.ws``)."""
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
@@ -300,6 +302,12 @@ class _AsgiApp:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "websocket":
+            if scope["path"].rstrip("/") == "/v2":
+                await self.sim.ws.serve(receive, send)
+            else:  # refused before the handshake: the client sees HTTP 403
+                await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             return
         chunks = []

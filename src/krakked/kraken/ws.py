@@ -671,8 +671,7 @@ class KrakenWS:
             self._rejected.pop(sym, None)
         self._rejected.update(result.rejected)
         if ok_kind and result.accepted:
-            self._event(ok_kind, f"{result.channel}: {len(result.accepted)} symbol(s)",
-                        result.accepted)
+            self._event(ok_kind, result.channel, result.accepted)
         if result.rejected:
             texts = sorted(set(result.rejected.values()))
             self._event("rejected", f"{result.channel}: {'; '.join(texts)}",

@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     out["replay"] = replay(frames, is_book)
     del frames
     if not args.no_latency:
-        from bench.stream_latency import latency  # the loopback half
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from stream_latency import latency  # the loopback half, beside this file
 
         out["latency"] = latency(args.rate, args.seconds)
     out["load_average_after"] = os.getloadavg()

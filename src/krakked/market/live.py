@@ -99,20 +99,23 @@ class LiveCache:
 
     ``names`` maps v2 symbols (``BTC/USD``) to canonical names (``XBTUSD``); ``decimals`` maps v2
     symbols to (price decimals, lot decimals) for book checksums. ``clock`` is monotonic seconds
-    (ages), ``wall`` Unix seconds (whether a candle's end has passed).
+    (ages), ``wall`` Unix seconds (whether a candle's end has passed); ``liveness`` gives the
+    time (on ``clock``) of the connection's last frame of any kind, else ``touch()`` is called.
     """
 
     def __init__(self, names: Mapping[str, str], *,
                  decimals: Mapping[str, tuple[int, int]] | None = None,
                  stale_tolerance: float = DEFAULT_STALE_TOLERANCE, book_depth: int = 10,
                  clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 liveness: Callable[[], float | None] | None = None) -> None:
         self.names = dict(names)
         self.decimals = dict(decimals or {})
         self.stale_tolerance = stale_tolerance
         self.book_depth = book_depth
         self.clock = clock
         self.wall = wall
+        self.liveness = liveness  # the connection's last frame (heartbeats too), on ``clock``
         self.connected = False
         self.session = 0
         self._last_frame = 0.0
@@ -208,7 +211,10 @@ class LiveCache:
     # -- reads --
     def _age(self, entry: _Entry, now: float) -> float:
         if self.connected and entry.session == self.session:
-            return max(0.0, now - max(entry.stamp, self._last_frame))
+            last = self._last_frame
+            if self.liveness is not None:
+                last = max(last, self.liveness() or last)
+            return max(0.0, now - max(entry.stamp, last))
         return max(0.0, now - entry.stamp)
 
     def _fresh(self, table: Mapping[Any, _Entry], key: Any, pair: str, what: str

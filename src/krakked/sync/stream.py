@@ -74,16 +74,20 @@ class LiveMarket:
         self.cache = LiveCache(
             self._by_ws, decimals={p.ws_symbol: (p.price_decimals, p.volume_decimals)
                                    for p in pairs},
-            stale_tolerance=stale_tolerance, book_depth=book_depth, clock=clock, wall=wall)
+            stale_tolerance=stale_tolerance, book_depth=book_depth, clock=clock, wall=wall,
+            liveness=self._last_frame_at)
+        self._clock = clock
         self.integration = integration
         self._own_writer = own_writer and integration is not None
         self._rest_check = rest_check
         self.rest_reachable: bool | None = None
         self.ws = KrakenWS(ws_url, on_frame=self._on_frame, on_event=self._on_event,
-                           **(ws_options or {}))
+                           clock=clock, **(ws_options or {}))
         self._queue: asyncio.Queue[tuple[str, str, Any] | None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._resyncing: set[str] = set()
+        self._resync_at: dict[str, float] = {}
+        self._background: set[asyncio.Task[Any]] = set()
         self.book_resubscribes = 0
         self.rejected: dict[str, str] = {}
         self.persist_errors = 0
@@ -137,9 +141,10 @@ class LiveMarket:
             persist = self._tasks[0]
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(persist, timeout=60)
-        for task in self._tasks:
+        tasks = self._tasks + list(self._background)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
@@ -163,9 +168,16 @@ class LiveMarket:
         cache = self.cache
         cache.apply(frame)
         if cache.needs_resync:
-            for symbol in list(cache.needs_resync - self._resyncing):
-                self._resyncing.add(symbol)
-                asyncio.get_running_loop().create_task(self._resync(symbol))
+            now = self._clock()
+            for symbol in cache.needs_resync - self._resyncing:
+                # once per desync; again only if no new snapshot came within the client's
+                # resync interval (a resubscribe it skipped, or one that got no snapshot)
+                if now - self._resync_at.get(symbol, -1e18) >= self.ws.resync_interval:
+                    self._resync_at[symbol] = now
+                    self._resyncing.add(symbol)
+                    task = asyncio.get_running_loop().create_task(self._resync(symbol))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
         queue = self._queue
         if queue is None:
             return
@@ -184,6 +196,10 @@ class LiveMarket:
         elif event.kind == "rejected":
             for symbol in event.symbols:
                 self.rejected[self._by_ws.get(symbol, symbol)] = event.detail
+
+    def _last_frame_at(self) -> float | None:
+        age = self.ws.stats().get("last_frame_age")
+        return None if age is None else self._clock() - age
 
     async def _resync(self, symbol: str) -> None:
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +22,13 @@ from krakked.market_data import Market
 from krakked.store.base import ROLLUPS
 from krakked.sync.csv_import import import_file
 from krakked.sync.csv_sources import OHLCVT_INTERVALS
+from krakked.sync.stream_writer import (
+    CandleRecord,
+    DatabaseWriter,
+    TradeRecord,
+    WebSocketDBIntegration,
+    integrate_db_writer,
+)
 
 __all__ = [
     "CSV_SYMBOL_MAP",
@@ -33,48 +39,17 @@ __all__ = [
     "Candle",
     "CandleRecord",
     "DataGap",
+    "DatabaseWriter",
     "GapFiller",
     "HistoricalCandle",
     "HistoricalDataProvider",
     "HistoricalTrade",
     "KrakenTradesBackfill",
     "TradeRecord",
+    "WebSocketDBIntegration",
+    "integrate_db_writer",
     "run_gap_filler",
 ]
-
-
-@dataclass
-class TradeRecord:
-    """The original writer's mutable trade buffer row."""
-
-    symbol: str
-    timestamp: datetime
-    price: Decimal
-    volume: Decimal
-    side: str
-
-    def to_tuple(self) -> tuple[Any, ...]:
-        return (self.symbol, self.timestamp, self.price, self.volume, self.side)
-
-
-@dataclass
-class CandleRecord:
-    """The original writer's mutable candle buffer row."""
-
-    symbol: str
-    timestamp: datetime
-    interval_minutes: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-    trade_count: int
-    vwap: Decimal | None = None
-
-    def to_tuple(self) -> tuple[Any, ...]:
-        return (self.symbol, self.timestamp, self.interval_minutes, self.open, self.high,
-                self.low, self.close, self.volume, self.trade_count, self.vwap)
 
 
 class HistoricalDataProvider:

@@ -41,7 +41,8 @@ from krakked.sync.gaps import (
 )
 from krakked.sync.ohlc import OhlcSyncResult, backfill_ohlc
 from krakked.sync.stream import LiveMarket
-from krakked.sync.stream_writer import DatabaseWriter, HoleFiller, WebSocketDBIntegration
+from krakked.sync.stream_holes import HoleFiller
+from krakked.sync.stream_writer import DatabaseWriter, WebSocketDBIntegration
 from krakked.sync.trades import TradesBackfillResult, TradesProgress, backfill_trades
 from krakked.sync.verify import VerifyResult, verify_candles
 

@@ -33,7 +33,7 @@ from krakked.kraken.spot import SpotClient
 from krakked.market.candles import epoch_us, from_epoch_us
 from krakked.sim import Simulator
 from krakked.store import open_store
-from krakked.sync.stream_writer import HoleFiller
+from krakked.sync.stream_holes import HoleFiller
 
 NOW = datetime(2026, 3, 10, 12, 0, 30, tzinfo=UTC)
 S, RAW = "XBTUSD", "XXBTZUSD"

@@ -11,7 +11,8 @@ A trade flush whose Kraken ids continue the last stored id records the range it 
 (``TradeCoverage``: from the last stored trade's time to its own last trade's), so the store
 builds 1m candles from the trades; the first trade after a start or a hole vouches for nothing
 before it. ``WebSocketDBIntegration`` turns WS v2 ``trade``/``ohlc`` objects into rows: trades
-deduplicated by ``trade_id``, holes filled over REST (``HoleFiller``), only closed candles.
+deduplicated by ``trade_id``, holes filled over REST (``stream_holes.HoleFiller``), only closed
+candles.
 """
 
 from __future__ import annotations
@@ -25,27 +26,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
 from krakked.errors import StoreError, UsageError
-from krakked.kraken.spot import SpotClient
 from krakked.market.candles import Candle, epoch_us, from_epoch_us, timeframe_name
 from krakked.market.names import resolve_offline
 from krakked.store.arrow import TRADE_SCHEMA
 from krakked.store.base import MarketStore, SyncUpdate, TradeCoverage, redact_url, sync_target
 from krakked.store.open import open_store
-from krakked.sync.trades import PAGE_SIZE, _decimal, parse_trades
+from krakked.sync.trades import _decimal
 
 __all__ = [
     "CandleRecord",
     "DatabaseWriter",
-    "HoleFiller",
     "TradeRecord",
     "WebSocketDBIntegration",
     "integrate_db_writer",
 ]
+
+if TYPE_CHECKING:
+    from krakked.sync.stream_holes import HoleFiller
 
 log = logging.getLogger("krakked.sync.stream_writer")
 
@@ -165,14 +167,15 @@ _STAT_KEYS = ("trades_written", "candles_written", "flush_count", "error_count",
 
 class DatabaseWriter:
     """Buffered asynchronous writer of live trades and candles (the original API). ``db_url``:
-    any krakked store URL (None: the configured store); ``pool_min_size``/``pool_max_size`` are
+    any krakked store URL (None: the configured store) or an open ``MarketStore`` (used, never
+    closed here); ``pool_min_size``/``pool_max_size`` are
     kept for the signature (stores manage their connection); ``build_candles``: trade flushes
     build the 1m candles of the whole minutes they cover."""
 
     MAX_TRADE_BUFFER_SIZE: ClassVar[int] = 10000
     MAX_CANDLE_BUFFER_SIZE: ClassVar[int] = 1000
 
-    def __init__(self, db_url: str | None = None, trade_buffer_size: int = 100,
+    def __init__(self, db_url: str | MarketStore | None = None, trade_buffer_size: int = 100,
                  trade_flush_interval: float = 5.0, candle_flush_interval: float = 1.0,
                  pool_min_size: int = 2, pool_max_size: int = 10, *,
                  build_candles: bool = True) -> None:
@@ -189,7 +192,8 @@ class DatabaseWriter:
         self.pool_min_size, self.pool_max_size = pool_min_size, pool_max_size
         self._trades: deque[TradeRecord] = deque()
         self._candles: deque[CandleRecord] = deque()
-        self._store: MarketStore | None = None
+        self._given = db_url if isinstance(db_url, MarketStore) else None
+        self._store: MarketStore | None = self._given
         self._task: asyncio.Task[None] | None = None
         self._wake, self._lock = asyncio.Event(), asyncio.Lock()
         self._stopping = self._failing = False
@@ -227,8 +231,8 @@ class DatabaseWriter:
                     f"the live writer could not store {len(self._trades)} trade(s) and "
                     f"{len(self._candles)} candle(s) in {self._where()}; they are still "
                     "buffered")
-        store, self._store = self._store, None
-        if store is not None:
+        store, self._store = self._store, self._given
+        if store is not None and store is not self._given:
             await asyncio.to_thread(store.close)
 
     async def __aenter__(self) -> DatabaseWriter:
@@ -480,49 +484,6 @@ def candle_record(symbol: str, ohlc: Mapping[str, Any], interval: int) -> Candle
 
 
 # -- filling holes over REST -------------------------------------------------------------------
-
-
-class HoleFiller:
-    """Fetches the trades missing from a hole in a pair's trade-id sequence over Kraken's REST
-    ``Trades``: ``client`` is a ``SpotClient`` (its public limiter paces every call),
-    ``rest_name`` maps a canonical symbol to the name ``Trades`` takes (its altname), and
-    at most ``max_pages`` pages are asked per hole."""
-
-    def __init__(self, client: SpotClient, rest_name: Callable[[str], str], *,
-                 max_pages: int = 20) -> None:
-        if max_pages < 1:
-            raise UsageError(f"max_pages must be >= 1, got {max_pages}")
-        self.client, self.rest_name, self.max_pages = client, rest_name, max_pages
-
-    def fetch(self, symbol: str, after_id: int, after_time: datetime,
-              before_id: int) -> list[TradeRecord]:
-        """Kraken's trades of ``symbol`` with ``after_id < id < before_id``, in id order
-        (source ``rest``): pages from just before ``after_time`` (the time of trade
-        ``after_id``) until the hole is closed, Kraken has no more, or ``max_pages``.
-        Blocking: call it in a worker thread (``fill``)."""
-        rest = self.rest_name(symbol)
-        cursor = epoch_us(after_time) * 1000 - 1000  # a µs early: its own trades come again
-        found: dict[int, TradeRecord] = {}
-        for _ in range(self.max_pages):
-            page = parse_trades(self.client.get_trades(
-                rest, since=str(cursor) if cursor >= 10**11 else "0"), symbol)
-            for row in page.table.to_pylist():
-                if after_id < row["id"] < before_id:
-                    found[row["id"]] = TradeRecord(
-                        symbol, row["timestamp"], row["price"], row["volume"], row["side"],
-                        trade_id=row["id"], order_type=row["order_type"], misc=row["misc"],
-                        source="rest")
-            ids = page.table["id"].to_pylist()
-            if (ids and max(ids) >= before_id - 1) or page.rows < PAGE_SIZE \
-                    or page.last is None or page.last <= cursor:
-                break
-            cursor = page.last
-        return [found[i] for i in sorted(found)]
-
-    async def fill(self, symbol: str, after_id: int, after_time: datetime,
-                   before_id: int) -> list[TradeRecord]:
-        """``fetch`` in a worker thread."""
-        return await asyncio.to_thread(self.fetch, symbol, after_id, after_time, before_id)
 
 
 # -- the integration ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -471,11 +472,14 @@ class Market:
     def live(self, pairs: Sequence[str] | None = None, *, channels: Sequence[str] = ("ticker",),
              tf: Sequence[str | int] | str | int = ("1m",), book_depth: int = 10,
              persist: bool = False, ws_url: str | None = None,
-             ws_options: dict[str, Any] | None = None) -> LiveMarket:
+             ws_options: dict[str, Any] | None = None,
+             wall: Callable[[], float] | None = None) -> LiveMarket:
         """A ``LiveMarket`` (not started: ``await live.start()`` or ``async with``) streaming
         ``pairs`` (any aliases; the whole universe when None) from Kraken's WS v2 at the
         configured ``ws_url``. ``persist``: trades (each once, trade-id holes filled over REST)
-        and closed candles go into this Market's store as they stream."""
+        and closed candles go into this Market's store as they stream. ``wall`` (Unix seconds;
+        default the system clock) decides when a candle has closed."""
+        wall = wall or time.time
         names = list(dict.fromkeys(self.resolve(p) for p in pairs)) if pairs else \
             self.get_universe()
         metas = [self.get_pair_metadata(name) for name in names]
@@ -483,10 +487,11 @@ class Market:
         if persist:
             writer = DatabaseWriter(self.store)
             integration = WebSocketDBIntegration(
-                writer, fill_holes=HoleFiller(self.client, self.rest_name))
+                writer, fill_holes=HoleFiller(self.client, self.rest_name),
+                now=lambda: datetime.fromtimestamp(wall(), UTC))
         return LiveMarket(
             metas, ws_url=ws_url or self.settings.kraken.ws_url, channels=channels,
             intervals=[tf] if isinstance(tf, str | int) else tf, book_depth=book_depth,
             stale_tolerance=self.settings.stale_tolerance_seconds, resolve=self.resolve,
             integration=integration, own_writer=persist,
-            rest_check=self.client.get_system_status, ws_options=ws_options)
+            rest_check=self.client.get_system_status, ws_options=ws_options, wall=wall)

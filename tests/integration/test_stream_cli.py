@@ -1,0 +1,152 @@
+"""``krakked stream`` against the served simulator: the views, persisting with --store while
+another process reads the store, a clean SIGTERM, and its errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from krakked.cli import app, main
+from krakked.sim import SimClock, SimConfig, Simulator
+from krakked.sim.server import running
+from krakked.store import open_store
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> Iterator[tuple[dict[str, str], Simulator, SimClock]]:
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text(
+        "[limits]\npublic_rate_per_second = 500.0\npublic_burst = 100\n")
+    clock = SimClock(NOW)
+    sim = Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic,
+                              public_rate=0))
+    sim.ws.poll_interval = 0.01
+    with running(sim) as info:
+        values = {"KRAKKED_HOME": str(home), "KRAKKED_SPOT_URL": info["spot_url"],
+                  "KRAKKED_FUTURES_URL": info["futures_url"], "KRAKKED_WS_URL": info["ws_url"]}
+        for k, v in values.items():
+            monkeypatch.setenv(k, v)
+        for var in ("KRAKKED_STORE", "DATABASE_URL"):
+            monkeypatch.delenv(var, raising=False)
+        yield values, sim, clock
+
+
+def _docs(text: str) -> list[Any]:
+    decoder, docs, i = json.JSONDecoder(), [], 0
+    text = text.strip()
+    while i < len(text):
+        doc, i = decoder.raw_decode(text, i)
+        docs.append(doc)
+        while i < len(text) and text[i].isspace():
+            i += 1
+    return docs
+
+
+def test_json_view_prints_live_values_then_a_stopped_summary(env: Any) -> None:
+    result = CliRunner().invoke(app, ["stream", "XBTUSD", "ETH/USD", "--channels", "ticker",
+                                      "book", "--duration", "1.5", "--interval", "0.5",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    docs = _docs(result.stdout)
+    assert docs[-1]["stopped"] is True and len(docs) >= 3
+    last = docs[-2]
+    assert set(last["pairs"]) == {"XBTUSD", "ETHUSD"}
+    xbt = last["pairs"]["XBTUSD"]
+    assert Decimal(xbt["bid"]) < Decimal(xbt["ask"]) and "error" not in xbt["book"]
+    assert last["status"]["ws_connected"] and last["status"]["pairs_with_fresh_ticker"] == 2
+
+
+def test_plain_view_is_one_line_per_pair(env: Any) -> None:
+    result = CliRunner().invoke(app, ["stream", "BTC/USD", "--duration", "1", "--interval",
+                                      "0.4"])
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("XBTUSD")]
+    assert lines and "bid=" in lines[-1] and "last=" in lines[-1]
+
+
+def _main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the real entry point (errors mapped to exit codes); (code, stdout, stderr)."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--channels", "ticker"], "name the pairs"),
+    (["XBTUSD", "--channels", "candles"], "unknown channel"),
+    (["XBTUSD", "--channels", "ohlc", "--tf", "12h"], "720-minute"),
+    (["XBTUSD", "--depth", "7", "--channels", "book"], "depth"),
+    (["XBTUSD", "--duration", "0"], "--duration"),
+])
+def test_bad_arguments_exit_2_with_one_line(env: Any, args: list[str], message: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _main(["stream", *args], capsys)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unreachable_ws_is_a_network_error_not_an_empty_success(
+        env: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KRAKKED_WS_URL", "ws://127.0.0.1:9/v2?token=s3cr3t")
+    code, out, err = _main(["stream", "XBTUSD", "--duration", "1"], capsys)
+    assert code == 16, err
+    assert "127.0.0.1:9" in err and "s3cr3t" not in out + err and not out.strip()
+
+
+def test_sigterm_stops_cleanly_and_the_store_was_readable_meanwhile(
+        env: Any, tmp_path: Path) -> None:
+    values, sim, clock = env
+    url = f"duckdb:///{tmp_path / 'live.duckdb'}"
+    proc = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "krakked.cli", "stream", "XBTUSD", "--channels", "trade", "ohlc",
+         "--store", url, "--interval", "0.5"],
+        env={**os.environ, **values}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    reads = 0
+    try:
+        deadline = time.monotonic() + 30
+        while sim.ws.connections < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        for step in range(60):
+            clock.advance(120)
+            time.sleep(0.05)
+            if step % 10 == 9:  # another process queries the store while it streams
+                with open_store(url, read_only=True) as store:
+                    store.read_trades("XBTUSD")
+                reads += 1
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert reads == 6 and "stopped:" in err and "trades" in err
+    with open_store(url, read_only=True) as store:
+        trades = store.read_trades("XBTUSD").to_pylist()
+        candles = store.read_candles("XBTUSD", 1).to_pylist()
+    ids = [t["id"] for t in trades]
+    assert len(ids) > 50 and ids == list(range(ids[0], ids[-1] + 1))
+    # the last closed candles were written on the way out; the running one never
+    assert candles and candles[-1]["timestamp"].timestamp() + 60 <= clock.now()

@@ -178,3 +178,37 @@ def test_live_reads_before_data_and_bad_arguments(sim: Simulator, served: dict[s
         asyncio.run(run())
     finally:
         market.close()
+
+
+def test_original_integrate_db_writer_attaches_to_live_market(
+        sim: Simulator, clock: SimClock, served: dict[str, Any], tmp_path: Path) -> None:
+    from krakked.history import DatabaseWriter, integrate_db_writer
+
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    market = _market(sim, tmp_path, f"duckdb:///{tmp_path / 'm.duckdb'}")
+    live = market.live(["XBTUSD"], channels=("trade",), ws_url=served["ws_url"],
+                       ws_options=FAST)
+
+    async def run() -> None:
+        writer = DatabaseWriter(url, trade_flush_interval=0.2)
+        await writer.start()
+        integration = integrate_db_writer(live, writer)  # the original wiring
+        await live.start()
+        for _ in range(30):
+            clock.advance(120)
+            await asyncio.sleep(0.03)
+        await asyncio.sleep(0.3)
+        await live.stop()
+        await integration.flush_current_candles()
+        await writer.stop()
+        assert writer.get_stats()["trades_written"] > 0
+
+    try:
+        asyncio.run(run())
+    finally:
+        market.close()
+    with open_store(url, read_only=True) as store:
+        stored = store.read_trades("XBTUSD").to_pylist()
+    ids = [r["id"] for r in stored]
+    assert len(ids) > 20 and ids == list(range(ids[0], ids[-1] + 1))
+    assert [(r["id"], r["price"], r["volume"]) for r in stored] == _tape(sim, ids[0], ids[-1])

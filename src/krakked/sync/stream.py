@@ -88,6 +88,7 @@ class LiveMarket:
         self._resyncing: set[str] = set()
         self._resync_at: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[str, list[Callable[[dict[str, Any]], Any]]] = {}
         self.book_resubscribes = 0
         self.rejected: dict[str, str] = {}
         self.persist_errors = 0
@@ -101,9 +102,10 @@ class LiveMarket:
         self._started = True
         if self._own_writer:
             await self.integration.db_writer.start()
-        if self.integration is not None:
+        if self.integration is not None or self._handlers:
             self._queue = asyncio.Queue()
             self._tasks.append(asyncio.create_task(self._persist(), name="krakked-persist"))
+        if self.integration is not None:
             self._tasks.append(asyncio.create_task(self._close_candles(),
                                                    name="krakked-candles"))
         if self._rest_check is not None:
@@ -136,8 +138,9 @@ class LiveMarket:
         """Close the connection; persist the last closed candles and everything buffered."""
         await self.ws.stop()
         self.cache.on_disconnected()
-        if self._queue is not None:
-            await self._queue.put(None)
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            await queue.put(None)
             persist = self._tasks[0]
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(persist, timeout=60)
@@ -182,11 +185,21 @@ class LiveMarket:
         if queue is None:
             return
         channel = frame.get("channel")
-        if channel == "trade" or channel == "ohlc":
+        if channel in self._handlers:
+            queue.put_nowait(("frame", channel, frame))
+        if self.integration is not None and (channel == "trade" or channel == "ohlc"):
             for item in frame.get("data") or ():
                 pair = self._by_ws.get(item.get("symbol"))
                 if pair is not None:
                     queue.put_nowait((channel, pair, item))
+
+    def add_handler(self, channel: str, callback: Callable[[dict[str, Any]], Any]) -> None:
+        """Call the coroutine function ``callback`` with every decoded ``channel`` frame (v2
+        symbols, exact Decimals), in order, off the reader (``integrate_db_writer`` uses this).
+        Register before ``start()``."""
+        if channel not in CHANNELS:
+            raise UsageError(f"unknown channel {channel!r}: use {', '.join(CHANNELS)}")
+        self._handlers.setdefault(channel, []).append(callback)
 
     def _on_event(self, event: WSEvent) -> None:
         if event.kind == "connected":
@@ -212,21 +225,26 @@ class LiveMarket:
             self._resyncing.discard(symbol)
 
     async def _persist(self) -> None:
-        assert self._queue is not None
+        queue = self._queue
+        assert queue is not None
         integration = self.integration
         while True:
-            item = await self._queue.get()
+            item = await queue.get()
             if item is None:
                 return
             channel, pair, data = item
             try:
-                if channel == "trade":
+                if channel == "frame":
+                    for callback in self._handlers[pair]:
+                        await callback(data)
+                elif channel == "trade":
                     await integration.on_trade(pair, data)
                 else:
                     await integration.on_ohlc(pair, data, int(data["interval"]))
-            except KrakkedError as exc:
+            except Exception as exc:  # one bad frame or handler must not end the stream
                 self.persist_errors += 1
-                log.error("persisting %s %s failed: %s", channel, pair, exc)
+                log.error("handling %s %s failed: %s: %s", channel, pair, type(exc).__name__,
+                          exc)
 
     async def _close_candles(self) -> None:
         while True:

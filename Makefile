@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 UV = $(shell command -v uv >/dev/null 2>&1 && echo uv || echo python3 -m uv)
 
-.PHONY: bootstrap demo test lint fmt bench-limiter bench-store bench-account bench-history
+.PHONY: bootstrap demo test lint fmt bench-limiter bench-store bench-account bench-history bench-stream
 
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -38,3 +38,6 @@ bench-account: bootstrap
 bench-history: bootstrap
 	$(UV) sync --locked --quiet --extra pandas --extra polars
 	$(UV) run python bench/history.py
+
+bench-stream: bootstrap
+	$(UV) run python bench/stream.py

@@ -212,3 +212,30 @@ def test_original_integrate_db_writer_attaches_to_live_market(
     ids = [r["id"] for r in stored]
     assert len(ids) > 20 and ids == list(range(ids[0], ids[-1] + 1))
     assert [(r["id"], r["price"], r["volume"]) for r in stored] == _tape(sim, ids[0], ids[-1])
+
+
+def test_quiet_pair_stays_fresh_on_heartbeats_and_goes_stale_when_the_feed_dies(
+        sim: Simulator, served: dict[str, Any], tmp_path: Path) -> None:
+    from krakked.errors import DataStaleError
+
+    sim.ws.heartbeat_interval = 0.1
+    market = _market(sim, tmp_path, f"duckdb:///{tmp_path / 'm.duckdb'}")
+    live = market.live(["XBTUSD"], channels=("ticker",), ws_url=served["ws_url"],
+                       ws_options={**FAST, "dead_after": 30.0, "ping_interval": 20.0})
+
+    async def run() -> None:
+        async with live:
+            live.cache.stale_tolerance = 0.6
+            await _until(lambda: live.cache.fresh_tickers() == 1)
+            await asyncio.sleep(1.5)  # the clock stands still: no trade, no ticker update
+            assert live.get_latest_price("XBTUSD") > 0  # heartbeats prove it is current
+            sim.ws.heartbeat_interval = 60.0  # the feed goes silent, the socket stays open
+            await asyncio.sleep(1.0)
+            with pytest.raises(DataStaleError, match="XBTUSD"):
+                live.get_best_bid_ask("XBTUSD")
+            assert live.get_data_status()["per_pair"]["XBTUSD"]["ticker"]["stale"]
+
+    try:
+        asyncio.run(run())
+    finally:
+        market.close()

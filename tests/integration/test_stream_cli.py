@@ -100,7 +100,7 @@ def _main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
 ])
 def test_bad_arguments_exit_2_with_one_line(env: Any, args: list[str], message: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _main(["stream", *args], capsys)
+    code, _out, err = _main(["stream", *args], capsys)
     assert code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
@@ -113,8 +113,55 @@ def test_unreachable_ws_is_a_network_error_not_an_empty_success(
     assert "127.0.0.1:9" in err and "s3cr3t" not in out + err and not out.strip()
 
 
-def test_sigterm_stops_cleanly_and_the_store_was_readable_meanwhile(
-        env: Any, tmp_path: Path) -> None:
+def test_universe_streams_every_pair_of_the_universe(env: Any) -> None:
+    result = CliRunner().invoke(app, ["universe", "--json"])
+    assert result.exit_code == 0, result.output
+    universe = {p["canonical"] for p in json.loads(result.stdout)}
+    result = CliRunner().invoke(app, ["stream", "--universe", "--duration", "1.5", "--interval",
+                                      "0.7", "--json"])
+    assert result.exit_code == 0, result.output
+    docs = _docs(result.stdout)
+    assert set(docs[-2]["pairs"]) == universe and len(universe) > 3
+    assert docs[-2]["status"]["pairs_with_fresh_ticker"] == len(universe)
+
+
+def test_terminal_table_shows_live_values(env: Any) -> None:
+    import asyncio
+
+    from rich.console import Console
+
+    from krakked.cli.common import open_market
+    from krakked.cli.stream import _table
+
+    market = open_market(None)
+    live = market.live(["XBTUSD"], channels=("ticker", "book"),
+                       ws_options={"request_interval": 0.01})
+
+    async def run() -> tuple[str, Any, Any]:
+        async with live:
+            for _ in range(200):
+                if live.cache.fresh_tickers() and "XBTUSD" in live.cache.books:
+                    break
+                await asyncio.sleep(0.02)
+            console = Console(width=250, record=True)
+            console.print(_table(live, 1, live.channels))
+            return console.export_text(), live.get_best_bid_ask("XBTUSD"), live.get_book(
+                "XBTUSD", 1)
+
+    try:
+        text, (bid, ask), book = asyncio.run(run())
+    finally:
+        market.close()
+    row = next(line for line in text.splitlines() if "XBTUSD" in line).split()
+    assert "connected" in text
+    assert format(bid, "f") in row and format(ask, "f") in row
+    assert format(book.bids[0][0], "f") in row and format(book.asks[0][0], "f") in row
+    assert row.count("…") == 5  # no ohlc subscribed: the candle cells say "not yet"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly_and_the_store_was_readable_meanwhile(
+        env: Any, tmp_path: Path, sig: signal.Signals) -> None:
     values, sim, clock = env
     url = f"duckdb:///{tmp_path / 'live.duckdb'}"
     proc = subprocess.Popen(  # noqa: S603 - our own CLI
@@ -136,8 +183,8 @@ def test_sigterm_stops_cleanly_and_the_store_was_readable_meanwhile(
                     store.read_trades("XBTUSD")
                 reads += 1
         time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -47,6 +47,14 @@ def postgres_db_url(postgres_server: str) -> str:
     return fresh_database(postgres_server)
 
 
+@pytest.fixture(params=["duckdb", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store URL: a DuckDB file, then a PostgreSQL database."""
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'store.duckdb'}"
+    return request.getfixturevalue("postgres_db_url")
+
+
 @pytest.fixture
 def clock(request: pytest.FixtureRequest) -> SimClock:
     """A simulator clock standing at the test module's ``NOW``."""

@@ -62,11 +62,9 @@ def write(path: Path, rows: list[str], header: str | None = None) -> Path:
     return path
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'market.duckdb'}"
-    return request.getfixturevalue("postgres_db_url")
+@pytest.fixture
+def url(db_url: str) -> str:
+    return db_url
 
 
 @pytest.fixture

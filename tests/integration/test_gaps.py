@@ -47,11 +47,9 @@ LAST_CLOSED = datetime(2026, 3, 10, 12, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'gaps.duckdb'}"
-    return request.getfixturevalue("postgres_db_url")
+@pytest.fixture
+def url(db_url: str) -> str:
+    return db_url
 
 
 @pytest.fixture

@@ -16,9 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from krakked.cli import app
-from krakked.config import load_settings
 from krakked.errors import MismatchError, NoDataError
-from krakked.kraken.http import RetryPolicy
 from krakked.kraken.limits import PublicLimiter
 from krakked.kraken.spot import SpotClient
 from krakked.market.candles import epoch_us, from_epoch_us
@@ -26,16 +24,9 @@ from krakked.market_data import Market
 from krakked.sim import SimConfig, Simulator
 from krakked.sim.server import running
 from krakked.sync.ohlc import parse_ohlc
+from tests.integration.simkit import sim_market as _market
 
 NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
-
-
-def _market(sim: Simulator, tmp_path: Path, url: str) -> Market:
-    settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
-    client = SpotClient(settings=settings, transport=sim.transport(),
-                        public_limiter=PublicLimiter(1000, 1000),
-                        retry=RetryPolicy(max_attempts=1))
-    return Market(url, settings=settings, client=client)
 
 
 def _sim_trades(sim: Simulator, since: datetime) -> list[list[Any]]:
@@ -51,11 +42,9 @@ def _sim_trades(sim: Simulator, since: datetime) -> list[list[Any]]:
             cursor = result["last"]
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'v.duckdb'}"
-    return request.getfixturevalue("postgres_db_url")
+@pytest.fixture
+def url(db_url: str) -> str:
+    return db_url
 
 
 # -- verify ------------------------------------------------------------------------------------

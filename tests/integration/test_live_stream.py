@@ -13,27 +13,16 @@ from typing import Any
 
 import pytest
 
-from krakked.config import load_settings
 from krakked.errors import NoDataError, UsageError
-from krakked.kraken.http import RetryPolicy
-from krakked.kraken.limits import PublicLimiter
-from krakked.kraken.spot import SpotClient
 from krakked.market.book import OrderBook
-from krakked.market_data import Market
 from krakked.sim import SimClock, Simulator
 from krakked.sim.server import running
 from krakked.store import open_store
+from tests.integration.simkit import sim_market as _market
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 FAST = {"ping_interval": 1.0, "dead_after": 5.0, "request_interval": 0.01,
         "resync_wait": 0.05, "resync_interval": 0.5, "ack_timeout": 3.0}
-
-
-@pytest.fixture(params=["duckdb", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'm.duckdb'}"
-    return request.getfixturevalue("postgres_db_url")
 
 
 @pytest.fixture
@@ -41,14 +30,6 @@ def served(sim: Simulator) -> Iterator[dict[str, Any]]:
     sim.ws.poll_interval = 0.01
     with running(sim) as info:
         yield info
-
-
-def _market(sim: Simulator, tmp_path: Path, url: str) -> Market:
-    settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
-    client = SpotClient(settings=settings, transport=sim.transport(),
-                        public_limiter=PublicLimiter(1000, 1000),
-                        retry=RetryPolicy(max_attempts=1))
-    return Market(url, settings=settings, client=client)
 
 
 async def _until(pred: Any, timeout: float = 10.0) -> None:

@@ -70,6 +70,8 @@ def test_json_view_prints_live_values_then_a_stopped_summary(env: Any) -> None:
     xbt = last["pairs"]["XBTUSD"]
     assert Decimal(xbt["bid"]) < Decimal(xbt["ask"]) and "error" not in xbt["book"]
     assert last["status"]["ws_connected"] and last["status"]["pairs_with_fresh_ticker"] == 2
+    # streaming without --store/--persist writes no store anywhere
+    assert not list(Path(env[0]["KRAKKED_HOME"]).rglob("*.duckdb"))
 
 
 def test_plain_view_is_one_line_per_pair(env: Any) -> None:
@@ -197,3 +199,32 @@ def test_signal_stops_cleanly_and_the_store_was_readable_meanwhile(
     assert len(ids) > 50 and ids == list(range(ids[0], ids[-1] + 1))
     # the last closed candles were written on the way out; the running one never
     assert candles and candles[-1]["timestamp"].timestamp() + 60 <= clock.now()
+
+
+def test_persist_writes_into_the_configured_store(env: Any, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    _, sim, clock = env
+    url = f"duckdb:///{tmp_path / 'configured.duckdb'}"
+    monkeypatch.setenv("KRAKKED_STORE", url)
+    done = threading.Event()
+
+    def tape_moves() -> None:
+        while sim.ws.connections < 1 and not done.is_set():
+            time.sleep(0.02)
+        while not done.wait(0.05):
+            clock.advance(120)
+
+    mover = threading.Thread(target=tape_moves, daemon=True)
+    mover.start()
+    try:
+        result = CliRunner().invoke(app, ["stream", "XBTUSD", "--channels", "trade",
+                                          "--persist", "--duration", "3", "--interval", "1"])
+    finally:
+        done.set()
+        mover.join()
+    assert result.exit_code == 0, result.output
+    with open_store(url, read_only=True) as store:
+        ids = [t["id"] for t in store.read_trades("XBTUSD").to_pylist()]
+    assert len(ids) > 10 and ids == list(range(ids[0], ids[-1] + 1))

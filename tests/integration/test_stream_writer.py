@@ -42,11 +42,9 @@ STAT_KEYS = {"trades_written", "candles_written", "flush_count", "error_count",
              "overflow_count", "trade_buffer_size", "candle_buffer_size"}
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'live.duckdb'}"
-    return request.getfixturevalue("postgres_db_url")
+@pytest.fixture
+def url(db_url: str) -> str:
+    return db_url
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from krakked.cli import app
 from krakked.config import load_settings
 from krakked.errors import UsageError
 from krakked.history import KrakenTradesBackfill
-from krakked.kraken.http import RetryPolicy
 from krakked.kraken.limits import PublicLimiter
 from krakked.kraken.spot import SpotClient
 from krakked.market.candles import epoch_us, from_epoch_us
@@ -33,27 +32,11 @@ from krakked.market_data import Market
 from krakked.sim import SimClock, SimConfig, Simulator
 from krakked.sim.server import running
 from krakked.sync.trades import PAGE_SIZE, TradesProgress, get_resume_point
+from tests.integration.simkit import sim_market as _market
 
 NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
 SIDES = {"b": "buy", "s": "sell"}
 TYPES = {"m": "market", "l": "limit"}
-
-
-@pytest.fixture(params=["duckdb", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'm.duckdb'}"
-    return request.getfixturevalue("postgres_db_url")
-
-
-def _market(sim: Simulator, tmp_path: Path, url: str | None = None,
-            transport: httpx.BaseTransport | None = None) -> Market:
-    settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
-    client = SpotClient(settings=settings, transport=transport or sim.transport(),
-                        public_limiter=PublicLimiter(1000, 1000),
-                        retry=RetryPolicy(max_attempts=1))
-    return Market(url or f"duckdb:///{tmp_path / 'm.duckdb'}", settings=settings,
-                  client=client)
 
 
 def _walk(sim: Simulator, pair: str, since: datetime) -> list[list[Any]]:

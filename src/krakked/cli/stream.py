@@ -134,8 +134,8 @@ def stream(
         raise UsageError("--duration must be > 0 seconds")
     if interval <= 0:
         raise UsageError("--interval must be > 0 seconds")
-    market = common.open_market(store) if (store or persist) else common.open_market(
-        None, read=False)
+    # without persisting, nothing is written anywhere: the universe lives in memory
+    market = common.open_market(store if (store or persist) else "duckdb:///:memory:")
     try:
         live = market.live(pairs or None, channels=channels, tf=tfs, book_depth=depth,
                            persist=bool(store or persist))

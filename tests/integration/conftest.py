@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from krakked.config import load_settings
+from krakked.kraken.limits import PublicLimiter
+from krakked.kraken.spot import SpotClient
 from krakked.sim import SimClock, SimConfig, Simulator
 from krakked.store import MarketStore, open_store
 
@@ -66,3 +69,12 @@ def sim(clock: SimClock) -> Simulator:
     """The simulator on that clock, public pacing off (the tests pace themselves)."""
     return Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic,
                                public_rate=0))
+
+
+@pytest.fixture
+def client(sim: Simulator, tmp_path: Path) -> Iterator[SpotClient]:
+    """A SpotClient asking ``sim`` in-process, public pacing opened up."""
+    settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
+    with SpotClient(settings=settings, transport=sim.transport(),
+                    public_limiter=PublicLimiter(1000, 1000)) as c:
+        yield c

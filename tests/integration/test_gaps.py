@@ -58,14 +58,6 @@ def store(url: str) -> Iterator[MarketStore]:
         yield s
 
 
-@pytest.fixture
-def client(sim: Simulator, tmp_path: Path) -> Iterator[SpotClient]:
-    settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
-    with SpotClient(settings=settings, transport=sim.transport(),
-                    public_limiter=PublicLimiter(1000, 1000)) as c:
-        yield c
-
-
 def now() -> datetime:
     return NOW
 

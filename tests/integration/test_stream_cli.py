@@ -19,9 +19,9 @@ import pytest
 from typer.testing import CliRunner
 
 from krakked.cli import app, main
-from krakked.sim import SimClock, SimConfig, Simulator
-from krakked.sim.server import running
+from krakked.sim import SimClock, Simulator
 from krakked.store import open_store
+from tests.integration.simkit import served_cli
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -29,21 +29,8 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ) -> Iterator[tuple[dict[str, str], Simulator, SimClock]]:
-    home = tmp_path / "home"
-    (home / "config").mkdir(parents=True)
-    (home / "config" / "config.toml").write_text(
-        "[limits]\npublic_rate_per_second = 500.0\npublic_burst = 100\n")
-    clock = SimClock(NOW)
-    sim = Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic,
-                              public_rate=0))
-    sim.ws.poll_interval = 0.01
-    with running(sim) as info:
-        values = {"KRAKKED_HOME": str(home), "KRAKKED_SPOT_URL": info["spot_url"],
-                  "KRAKKED_FUTURES_URL": info["futures_url"], "KRAKKED_WS_URL": info["ws_url"]}
-        for k, v in values.items():
-            monkeypatch.setenv(k, v)
-        for var in ("KRAKKED_STORE", "DATABASE_URL"):
-            monkeypatch.delenv(var, raising=False)
+    with served_cli(tmp_path, monkeypatch, NOW) as (_, sim, clock, values):
+        sim.ws.poll_interval = 0.01
         yield values, sim, clock
 
 

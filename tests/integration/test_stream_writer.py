@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from krakked.config import load_settings
 from krakked.errors import UsageError
 from krakked.history import (
     CandleRecord,
@@ -28,7 +27,6 @@ from krakked.history import (
     WebSocketDBIntegration,
     integrate_db_writer,
 )
-from krakked.kraken.limits import PublicLimiter
 from krakked.kraken.spot import SpotClient
 from krakked.market.candles import epoch_us, from_epoch_us
 from krakked.sim import Simulator
@@ -45,14 +43,6 @@ STAT_KEYS = {"trades_written", "candles_written", "flush_count", "error_count",
 @pytest.fixture
 def url(db_url: str) -> str:
     return db_url
-
-
-@pytest.fixture
-def client(sim: Simulator, tmp_path: Path) -> Iterator[SpotClient]:
-    settings = load_settings({"KRAKKED_HOME": str(tmp_path)})
-    with SpotClient(settings=settings, transport=sim.transport(),
-                    public_limiter=PublicLimiter(1000, 1000)) as c:
-        yield c
 
 
 def run(coro: Awaitable[Any]) -> Any:

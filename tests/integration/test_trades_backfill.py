@@ -29,9 +29,9 @@ from krakked.kraken.limits import PublicLimiter
 from krakked.kraken.spot import SpotClient
 from krakked.market.candles import epoch_us, from_epoch_us
 from krakked.market_data import Market
-from krakked.sim import SimClock, SimConfig, Simulator
-from krakked.sim.server import running
+from krakked.sim import SimClock, Simulator
 from krakked.sync.trades import PAGE_SIZE, TradesProgress, get_resume_point
+from tests.integration.simkit import served_cli
 from tests.integration.simkit import sim_market as _market
 
 NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
@@ -371,19 +371,7 @@ def test_resume_after_csv_trades_refetches_their_last_second_and_stores_each_tra
 
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    home = tmp_path / "home"
-    (home / "config").mkdir(parents=True)
-    (home / "config" / "config.toml").write_text(
-        "[limits]\npublic_rate_per_second = 500.0\npublic_burst = 100\n")
-    clock = SimClock(NOW)
-    sim = Simulator(SimConfig(seed=7, clock=clock.now, monotonic=clock.monotonic,
-                              public_rate=0))
-    with running(sim) as info:
-        for k, v in {"KRAKKED_HOME": str(home), "KRAKKED_SPOT_URL": info["spot_url"],
-                     "KRAKKED_FUTURES_URL": info["futures_url"]}.items():
-            monkeypatch.setenv(k, v)
-        for var in ("KRAKKED_STORE", "DATABASE_URL"):
-            monkeypatch.delenv(var, raising=False)
+    with served_cli(tmp_path, monkeypatch, NOW) as (home, _, _, _):
         yield home
 
 

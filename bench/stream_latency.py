@@ -2,9 +2,10 @@
 
 A child process serves ``krakked.sim`` on 127.0.0.1 and, once a client is connected, pushes
 ticker frames at ``rate`` frames/s (each carrying ``time.perf_counter_ns()`` at the push: the
-clock is system-wide, so both processes read the same one). This process runs ``KrakenWS`` +
-``LiveCache`` as ``LiveMarket`` does and records, for every pushed frame, the time from the push
-to the end of ``LiveCache.apply``. Run directly with ``--serve`` only as that child.
+clock is system-wide, so both processes read the same one). This process runs the real
+``Market.live`` (a ``LiveMarket``: ``KrakenWS`` + ``LiveCache``, the universe from the child's
+REST) and records, for every pushed frame, the time from the push to the end of the cache
+update. Run directly with ``--serve`` only as that child.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def serve(rate: int, seconds: float) -> None:
 
     sim = Simulator()
     with running(sim) as info:
-        print(json.dumps({"ws_url": info["ws_url"]}), flush=True)
+        print(json.dumps({"ws_url": info["ws_url"], "spot_url": info["spot_url"]}), flush=True)
         while sim.ws.connections < 1:
             time.sleep(0.01)
         time.sleep(1.0)  # let the client subscribe
@@ -61,23 +62,28 @@ def latency(rate: int, seconds: float) -> dict[str, Any]:
         stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
-        url = json.loads(child.stdout.readline())["ws_url"]
-        return asyncio.run(_measure(url, rate, seconds))
+        urls = json.loads(child.stdout.readline())
+        return asyncio.run(_measure(urls["ws_url"], urls["spot_url"], rate, seconds))
     finally:
         child.wait(timeout=30)
 
 
-async def _measure(url: str, rate: int, seconds: float) -> dict[str, Any]:
-    from krakked.kraken.ws import KrakenWS
-    from krakked.market.live import LiveCache
+async def _measure(url: str, spot_url: str, rate: int, seconds: float) -> dict[str, Any]:
+    import tempfile
 
-    cache = LiveCache({SYMBOL: "XBTUSD"}, decimals={SYMBOL: (1, 8)})
+    from krakked.config import load_settings
+    from krakked.market_data import Market
+
+    home = tempfile.mkdtemp(prefix="krakked-bench-")
+    settings = load_settings({"KRAKKED_HOME": home, "KRAKKED_SPOT_URL": spot_url})
+    market = Market("duckdb:///:memory:", settings=settings)
+    live = market.live(["XBTUSD"], channels=("ticker",), ws_url=url)
     samples: list[int] = []
     done = asyncio.Event()
-    apply = cache.apply
+    apply = live.cache.apply
     clock = time.perf_counter_ns
 
-    def on_frame(frame: dict[str, Any]) -> None:
+    def timed_apply(frame: dict[str, Any]) -> None:  # LiveMarket calls cache.apply per frame
         item = frame["data"][0]
         if item.get("symbol") == "END":
             done.set()
@@ -87,12 +93,11 @@ async def _measure(url: str, rate: int, seconds: float) -> dict[str, Any]:
         if sent is not None:
             samples.append(clock() - sent)
 
-    ws = KrakenWS(url, on_frame=on_frame)
-    await ws.start()
-    cache.on_connected()
-    await ws.subscribe("ticker", [SYMBOL])
+    live.cache.apply = timed_apply  # type: ignore[method-assign]
+    await live.start()
     await asyncio.wait_for(done.wait(), timeout=seconds + 60)
-    await ws.stop()
+    await live.stop()
+    market.close()
     samples.sort()
     n = len(samples)
 

@@ -100,6 +100,10 @@ def test_stream_survives_a_killed_socket_and_stores_exactly_the_tape(
     assert status["ws_connected"] and status["reconnects"] >= 1
     assert status["checksum_failures"].get("XBTUSD", 0) >= 1
     assert status["book_resubscribes"] >= 1 and status["rejected"] == {}
+    assert status["rest_reachable"] is True and status["pairs_with_fresh_ticker"] == 1
+    assert {"trades_written", "flush_count", "error_count", "overflow_count",
+            "trade_buffer_size"} <= set(status["writer"])
+    assert not status["per_pair"]["XBTUSD"]["book"]["stale"]
     assert sim.ws.fired["skip_trade_id"] == 2 and sim.ws.fired["drop"] == 1
     # the book served after the resync is Kraken's: its checksum is the simulator's
     ref = OrderBook("BTC/USD", 10, price_decimals=1, qty_decimals=8)

@@ -215,3 +215,66 @@ def test_persist_writes_into_the_configured_store(env: Any, tmp_path: Path,
     with open_store(url, read_only=True) as store:
         ids = [t["id"] for t in store.read_trades("XBTUSD").to_pylist()]
     assert len(ids) > 10 and ids == list(range(ids[0], ids[-1] + 1))
+
+
+def test_kill_9_then_run_again_stores_the_tape_without_duplicate_or_hole(
+        env: Any, tmp_path: Path) -> None:
+    values, sim, clock = env
+    url = f"duckdb:///{tmp_path / 'live.duckdb'}"
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "krakked.cli", "stream", "XBTUSD", "--channels", "trade",
+             "--store", url, "--interval", "5"],
+            env={**os.environ, **values}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+        deadline = time.monotonic() + 30
+        while sim.ws.connections < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        return proc
+
+    def stored_ids() -> list[int]:
+        with open_store(url, read_only=True) as store:
+            return [t["id"] for t in store.read_trades("XBTUSD").to_pylist()]
+
+    first = start()
+    try:
+        for _ in range(40):
+            clock.advance(120)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 15
+        while not stored_ids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for _ in range(5):  # more trades, buffered, not yet flushed
+            clock.advance(120)
+            time.sleep(0.05)
+        first.kill()  # kill -9: the buffered trades are lost with the process
+        first.communicate(timeout=10)
+        before = stored_ids()
+        assert before
+        for _ in range(40):  # the tape goes on while nothing listens
+            clock.advance(120)
+            time.sleep(0.01)
+        while sim.ws.connections:
+            time.sleep(0.05)
+        second = start()
+        for _ in range(20):
+            clock.advance(120)
+            time.sleep(0.05)
+        time.sleep(1.0)
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=30)
+    finally:
+        for proc in (first, locals().get("second")):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert second.returncode == 0, err
+    with open_store(url, read_only=True) as store:
+        rows = store.read_trades("XBTUSD").to_pylist()
+    ids = [r["id"] for r in rows]
+    assert ids[: len(before)] == before and len(ids) > len(before) + 50
+    assert ids == list(range(ids[0], ids[-1] + 1))  # no duplicate, no hole
+    page, _ = sim.market.trades_since("XXBTZUSD", None, 1000)
+    tape = {int(r[6]): (Decimal(r[0]), Decimal(r[1])) for r in page}
+    assert all(tape[r["id"]] == (r["price"], r["volume"]) for r in rows if r["id"] in tape)

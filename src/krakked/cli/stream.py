@@ -123,7 +123,8 @@ def stream(
     --store/--persist, trades (each once; holes in Kraken's trade ids filled over REST) and
     closed candles are written as they stream, and the store stays readable meanwhile.
     Ctrl-C or SIGTERM stops cleanly: buffers flushed, the last closed candles written, exit 0.
-    The endpoint is KRAKKED_WS_URL / [kraken] ws_url (`krakked sim serve` prints one).
+    The endpoint is KRAKKED_WS_URL / ws_url in config.toml's kraken table (`krakked sim serve`
+    prints one).
     """
     pairs, values = common.split_flags(list(ctx.args), ("--channels", "--tf"))
     channels = tuple(values["--channels"]) or ("ticker",)

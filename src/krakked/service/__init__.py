@@ -1,0 +1,4 @@
+"""The service: the 15-minute OHLC ingestor on a schedule (``scheduler``) behind an HTTP API.
+
+Nothing imports this package but entry points; it sits beside ``krakked.cli`` in the layers.
+"""

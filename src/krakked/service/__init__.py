@@ -1,0 +1,1 @@
+"""The long-running service: the ingestion scheduler and the HTTP API with its status page."""

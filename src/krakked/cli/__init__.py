@@ -21,6 +21,7 @@ from krakked.cli import (  # noqa: F401 - registers
     gaps,
     history,
     market,
+    serve,
     sim,
     stream,
     trades,

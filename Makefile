@@ -14,6 +14,7 @@ demo: bootstrap
 
 test: bootstrap
 	@bash scripts/ensure-postgres
+	@bash scripts/ensure-chromium
 	$(UV) run ruff check src tests bench
 	$(UV) run lint-imports
 	$(UV) run pytest --cov=krakked --cov-report=term-missing --cov-fail-under=80

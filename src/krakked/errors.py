@@ -22,6 +22,7 @@
     ├── NoDataError                      nothing stored / served for the request
     ├── ImportFormatError                a bad row in an imported file (file and line named)
     ├── MismatchError                    our candles disagree with Kraken's (krakked verify)
+    ├── IngestBusyError                  an ingest run is already active (the service's 409)
     └── StoreError                       the market store failed
         ├── StoreLockedError             another process holds the DuckDB file (past the retries)
         └── StoreNotFoundError           a read named a store that does not exist (nothing created)
@@ -231,6 +232,12 @@ class MismatchError(KrakkedError):
     """Candles built from stored trades disagree with Kraken's own (``krakked verify``)."""
 
     exit_code = 26
+
+
+class IngestBusyError(KrakkedError):
+    """An ingest run was asked for while another one is still running (the API answers 409)."""
+
+    exit_code = 27
 
 
 class StoreError(KrakkedError):

@@ -51,15 +51,13 @@ def _log_setup(log_json: bool) -> None:
 
 def build_service(settings: Settings, store: str | None) -> tuple[Any, Any, Any]:
     """The Market on the chosen store, the ingestor and its scheduler, as configured."""
-    # The ingestor and scheduler land from the svc-ingest branch (krakked.sync.ingest,
-    # krakked.service.scheduler); their names here follow the contract in the issue's spec.
-    from krakked.service.scheduler import IngestScheduler  # type: ignore[import-not-found]
-    from krakked.sync.ingest import Ingestor  # type: ignore[import-not-found]
+    from krakked.service.scheduler import IngestScheduler
+    from krakked.sync.ingest import Ingestor
 
     market = common.open_market(store)
     ingestor = Ingestor(market.client, market.store, market.resolve,
                         runlog_path=settings.paths.data_dir / "service" / "ingest_runs.jsonl")
-    return market, ingestor, IngestScheduler(ingestor, market)
+    return market, ingestor, IngestScheduler(ingestor, universe_refresh=market.refresh)
 
 
 def run_server(app: Any, host: str, port: int, log_json: bool) -> None:

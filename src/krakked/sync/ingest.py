@@ -39,7 +39,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from krakked.errors import KrakenError, KrakkedError, StoreError, UsageError, first_line
+from krakked.errors import (
+    IngestBusyError,
+    KrakenError,
+    KrakkedError,
+    StoreError,
+    UsageError,
+    first_line,
+)
 from krakked.kraken.spot import SpotClient
 from krakked.market.candles import API_INTERVALS, interval_minutes
 from krakked.store.base import MarketStore
@@ -71,12 +78,6 @@ RUN_TRIGGERS = ("schedule", "manual", "catch-up")
 RUN_STATUSES = ("ok", "partial", "failed", "skipped")
 """``ok``: every pair stored; ``partial``: some pairs skipped with errors; ``failed``: the run
 could not do its job (cause in ``errors``); ``skipped``: not attempted (``skipped_reason``)."""
-
-
-class IngestBusyError(KrakkedError):
-    """An ingest run was asked for while another one is still running (the API answers 409)."""
-
-    exit_code = 27
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,28 +17,11 @@ import uvicorn
 
 from krakked.errors import KrakkedError
 from krakked.market_data import Market
+from krakked.sync.ingest import IngestBusyError, IngestRun
 
-
-class FakeBusyError(KrakkedError):
-    """What the real ingestor raises when a run is already active (IngestBusyError)."""
-
-
-@dataclass
-class FakeRun:
-    run_id: str
-    trigger: str
-    started_at: datetime
-    finished_at: datetime | None
-    status: str
-    assets_total: int
-    assets_done: int
-    candles: int
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    skipped_reason: str | None = None
-    duration_seconds: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# the real run record and busy error of krakked.sync.ingest (the fake only runs differently)
+FakeRun = IngestRun
+FakeBusyError = IngestBusyError
 
 
 class FakeIngestor:

@@ -186,7 +186,9 @@ def test_cli_verify_exits_26_on_a_mismatch_and_0_when_all_agree(
     import duckdb
 
     con = duckdb.connect(str(path))
-    con.execute("UPDATE trades SET price = price + 1 WHERE id = (SELECT max(id) - 50 FROM "
+    # twice the price: that trade becomes its minute's high whatever else traded then (a
+    # +1 could hide inside the minute's range and change only the vwap)
+    con.execute("UPDATE trades SET price = price * 2 WHERE id = (SELECT max(id) - 50 FROM "
                 "trades)")
     con.close()
     from krakked.cli import main

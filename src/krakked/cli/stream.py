@@ -15,7 +15,7 @@ from rich.table import Table
 
 from krakked.cli import common
 from krakked.cli.common import JsonOpt
-from krakked.errors import InvalidRequestError, KrakkedError, UsageError
+from krakked.errors import DataStaleError, InvalidRequestError, KrakkedError, UsageError
 
 
 def _fmt(value: Any) -> str:
@@ -46,7 +46,7 @@ def _table(live: Any, tf: int, channels: tuple[str, ...]) -> Table:
         r = _row(live, pair, tf)
 
         def cell(v: Any) -> str:
-            return "[dim]stale[/]" if isinstance(v, KrakkedError) and "old" in str(v) \
+            return "[dim]stale[/]" if isinstance(v, DataStaleError) \
                 else "[dim]…[/]" if isinstance(v, KrakkedError) else _fmt(v)
         ba = r["bid_ask"]
         bid, ask = (ba if isinstance(ba, tuple) else (ba, ba))
